@@ -1,0 +1,104 @@
+# Ember's one Makefile.  `make` installs missing build dependencies (deps),
+# builds every binary into build/bin and the runtime roots into
+# build/rootfs; `make test` runs every suite and ends with one line
+# "N passed, N failed".  V=1 shows commands; SANITIZE=1 builds with
+# AddressSanitizer and UndefinedBehaviorSanitizer.
+
+BUILD   ?= build
+BIN     := $(BUILD)/bin
+OBJ     := $(BUILD)/obj
+CC      := gcc
+CFLAGS  := -std=gnu11 -O2 -g -Wall -Wextra -Wformat=2 -Wshadow \
+           -Wmissing-prototypes -Wstrict-prototypes -Werror -Wno-format-truncation \
+           -D_GNU_SOURCE -Icommon -Ivmm -I$(BUILD)/gen
+LDFLAGS :=
+LDLIBS  :=
+
+ifeq ($(SANITIZE),1)
+BUILD   := build/sanitize
+BIN     := $(BUILD)/bin
+OBJ     := $(BUILD)/obj
+CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS += -fsanitize=address,undefined
+endif
+
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
+.PHONY: all deps rootfs test bench clean format format-check
+all: deps $(BIN)/ember-vmm guests rootfs
+
+# ---- set-up: build dependencies from Debian, once -------------------------
+DEPS_STAMP := build/.deps-installed
+deps: $(DEPS_STAMP)
+$(DEPS_STAMP): scripts/deps.sh
+	$(Q)bash scripts/deps.sh
+	$(Q)mkdir -p build && touch $@
+
+# ---- ember-vmm -------------------------------------------------------------
+VMM_SRCS := $(wildcard vmm/*.c) common/error.c
+VMM_OBJS := $(patsubst %.c,$(OBJ)/%.o,$(VMM_SRCS)) $(OBJ)/vmm/vdso/vdso_blob.o
+
+$(OBJ)/%.o: %.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
+
+$(BUILD)/gen/syscall_names.h: scripts/syscall-names.sh
+	@mkdir -p $(dir $@)
+	$(Q)bash scripts/syscall-names.sh > $@
+$(OBJ)/vmm/syscall.o: $(BUILD)/gen/syscall_names.h
+
+$(BIN)/ember-vmm: $(VMM_OBJS)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# The vDSO: a freestanding shared object, embedded into ember-vmm.
+VDSO_CFLAGS := -std=gnu11 -O2 -Wall -Wextra -Werror -fPIC -fno-stack-protector \
+               -fno-builtin -nostdlib -ffreestanding -fno-asynchronous-unwind-tables \
+               -mno-red-zone -Ivmm
+$(BUILD)/vdso/vdso.so: vmm/vdso/vdso.c vmm/vdso/vdso.lds vmm/vdso/vvar.h | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  VDSO    $@")
+	$(Q)$(CC) $(VDSO_CFLAGS) -shared -Wl,-T,vmm/vdso/vdso.lds -Wl,--hash-style=both \
+	    -Wl,-soname=linux-vdso.so.1 -Wl,--build-id=none -o $@ vmm/vdso/vdso.c
+$(OBJ)/vmm/vdso/vdso_blob.o: vmm/vdso/vdso_blob.S $(BUILD)/vdso/vdso.so
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) -c -DVDSO_PATH='"$(BUILD)/vdso/vdso.so"' -o $@ $<
+
+# ---- guest test programs (static, run inside the VM) -----------------------
+GUEST_SRCS := $(wildcard tests/guest/*.c)
+GUEST_BINS := $(patsubst tests/guest/%.c,$(BUILD)/guest/%,$(GUEST_SRCS))
+.PHONY: guests
+guests: $(GUEST_BINS)
+$(BUILD)/guest/%: tests/guest/%.c tests/guest/guest_test.h | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  GUEST   $@")
+	$(Q)$(CC) -std=gnu11 -O1 -g -Wall -Wextra -Werror -static -o $@ $<
+
+# ---- runtime roots from Debian packages -----------------------------------
+ROOTFS := build/rootfs
+rootfs: $(ROOTFS)/python3/.complete $(ROOTFS)/base/.complete
+$(ROOTFS)/%/.complete: runtimes/%/packages runtimes/build-root.sh | $(DEPS_STAMP)
+	$(Q)bash runtimes/build-root.sh $* $(ROOTFS)/$*
+
+# ---- tests and benchmarks --------------------------------------------------
+test: all
+	$(Q)BUILD=$(BUILD) bash tests/run-all.sh
+
+bench: all
+	$(Q)BUILD=$(BUILD) bash bench/run-all.sh
+
+format:
+	$(Q)clang-format -i $(wildcard vmm/*.c vmm/*.h common/*.c common/*.h vmm/vdso/*.c vmm/vdso/*.h)
+format-check:
+	$(Q)clang-format --dry-run --Werror $(wildcard vmm/*.c vmm/*.h common/*.c common/*.h vmm/vdso/*.c vmm/vdso/*.h)
+
+clean:
+	rm -rf build/bin build/obj build/vdso build/guest build/sanitize
+
+-include $(shell find $(OBJ) -name '*.d' 2>/dev/null)

@@ -1,0 +1,303 @@
+/* Guest time for Ember's vDSO (see clock.h): finds the guest TSC's
+ * frequency and offset, and publishes the TSC-to-nanoseconds line the vDSO
+ * extrapolates from, re-anchoring it on the host's clocks now and then.
+ * It must never make the guest's monotonic clock step back, never read
+ * anything back from guest memory, and never allocate. */
+#include "clock.h"
+
+#include <errno.h>
+#include <linux/kvm.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <x86intrin.h>
+
+#define NANOSECONDS_PER_SECOND 1000000000LL
+
+/* Tries per sample; the tightest bracket of TSC reads wins. */
+#define SAMPLE_ATTEMPTS 5
+
+/* Calibration fallback: how long to measure, and the plausible range. */
+#define CALIBRATION_NANOSECONDS 20000000LL
+#define TSC_HZ_MIN 1000000ULL
+#define TSC_HZ_MAX 100000000000ULL
+
+/* Re-anchor about ten times a second. */
+#define REFRESH_INTERVALS_PER_SECOND 10
+
+/* A guest found ahead of the host by d nanoseconds runs slower by d parts per
+ * billion, so the host catches up in about a second; never slower than by
+ * this many parts per billion (500 ppm). */
+#define MAX_SLOWDOWN_PPB 500000LL
+
+/* The multiplier stays below this, leaving room to scale ticks of up to 2^63
+ * in 128 bits and to slow the rate down. */
+#define TSC_MULT_LIMIT (1ULL << 62)
+
+/* rdtsc kept in program order with the clock reads around it. */
+static uint64_t clock_read_host_tsc(void)
+{
+	_mm_lfence();
+	uint64_t tsc = __rdtsc();
+	_mm_lfence();
+	return tsc;
+}
+
+static int64_t clock_timespec_nanoseconds(const struct timespec *ts)
+{
+	return (int64_t)ts->tv_sec * NANOSECONDS_PER_SECOND + ts->tv_nsec;
+}
+
+/* The vDSO's formula: signed ticks to nanoseconds. */
+static int64_t clock_ticks_to_nanoseconds(int64_t ticks, uint64_t mult, uint32_t shift)
+{
+	return (int64_t)(((__int128)ticks * (__int128)mult) >> shift);
+}
+
+/* Picks the largest shift <= 63 whose rounded multiplier for tsc_hz stays
+ * below TSC_MULT_LIMIT. */
+static void clock_choose_scale(uint64_t tsc_hz, uint64_t *mult, uint32_t *shift)
+{
+	for (uint32_t candidate = 63;; candidate--) {
+		unsigned __int128 scaled =
+			(((unsigned __int128)NANOSECONDS_PER_SECOND << candidate) + tsc_hz / 2) /
+			tsc_hz;
+		if (scaled < TSC_MULT_LIMIT || candidate == 0) {
+			*mult = (uint64_t)scaled;
+			*shift = candidate;
+			return;
+		}
+	}
+}
+
+/* One reading of the host TSC and CLOCK_MONOTONIC at the same instant, the
+ * tightest of SAMPLE_ATTEMPTS. */
+static void clock_sample_monotonic(uint64_t *host_tsc, int64_t *monotonic_ns)
+{
+	uint64_t best_window = 0;
+	for (int attempt = 0; attempt < SAMPLE_ATTEMPTS; attempt++) {
+		struct timespec monotonic;
+		uint64_t before = clock_read_host_tsc();
+		clock_gettime(CLOCK_MONOTONIC, &monotonic);
+		uint64_t after = clock_read_host_tsc();
+		if (attempt > 0 && after - before >= best_window)
+			continue;
+		best_window = after - before;
+		*host_tsc = before + (after - before) / 2;
+		*monotonic_ns = clock_timespec_nanoseconds(&monotonic);
+	}
+}
+
+/* Measures the host TSC against CLOCK_MONOTONIC over
+ * CALIBRATION_NANOSECONDS. */
+static int clock_calibrate(uint64_t *tsc_hz, struct ember_error *err)
+{
+	uint64_t first_tsc, last_tsc;
+	int64_t first_ns, last_ns;
+	clock_sample_monotonic(&first_tsc, &first_ns);
+	struct timespec pause = {.tv_sec = 0, .tv_nsec = CALIBRATION_NANOSECONDS};
+	while (nanosleep(&pause, &pause) < 0) {
+		if (errno != EINTR)
+			return ember_error_errno(err, errno, "calibrate TSC: nanosleep");
+	}
+	clock_sample_monotonic(&last_tsc, &last_ns);
+	if (last_ns <= first_ns || last_tsc <= first_tsc)
+		return ember_error_set(err, "calibrate TSC: clocks did not advance");
+	unsigned __int128 hz = (unsigned __int128)(last_tsc - first_tsc) * NANOSECONDS_PER_SECOND /
+			       (uint64_t)(last_ns - first_ns);
+	if (hz < TSC_HZ_MIN || hz > TSC_HZ_MAX)
+		return ember_error_set(err, "calibrate TSC: implausible frequency %llu Hz",
+				       (unsigned long long)hz);
+	*tsc_hz = (uint64_t)hz;
+	return 0;
+}
+
+/* Reads the vCPU's TSC offset attribute if KVM has it.  Returns 1 if found,
+ * 0 if KVM lacks it, -1 with err set if KVM claims it and then fails. */
+static int clock_read_kvm_tsc_offset(int vcpu_fd, int64_t *offset, struct ember_error *err)
+{
+	uint64_t value = 0;
+	struct kvm_device_attr attribute = {
+		.group = KVM_VCPU_TSC_CTRL,
+		.attr = KVM_VCPU_TSC_OFFSET,
+		.addr = (uint64_t)(uintptr_t)&value,
+	};
+	if (ioctl(vcpu_fd, KVM_HAS_DEVICE_ATTR, &attribute) < 0)
+		return 0;
+	if (ioctl(vcpu_fd, KVM_GET_DEVICE_ATTR, &attribute) < 0)
+		return ember_error_errno(err, errno, "read vCPU attribute KVM_VCPU_TSC_OFFSET");
+	*offset = (int64_t)value;
+	return 1;
+}
+
+int vmm_clock_init(struct vmm_clock *clock, int vcpu_fd, struct ember_error *err)
+{
+	memset(clock, 0, sizeof *clock);
+
+	int khz = vcpu_fd >= 0 ? ioctl(vcpu_fd, KVM_GET_TSC_KHZ, 0) : -1;
+	if (khz > 0) {
+		clock->tsc_hz = (uint64_t)khz * 1000;
+		clock->tsc_hz_source = "KVM_GET_TSC_KHZ";
+	} else {
+		if (clock_calibrate(&clock->tsc_hz, err) < 0)
+			return ember_error_wrap(err, "guest clock");
+		clock->tsc_hz_source = "calibration";
+	}
+
+	clock->guest_tsc_offset_source = "none";
+	if (vcpu_fd >= 0) {
+		int found = clock_read_kvm_tsc_offset(vcpu_fd, &clock->guest_tsc_offset, err);
+		if (found < 0)
+			return ember_error_wrap(err, "guest clock");
+		if (found)
+			clock->guest_tsc_offset_source = "KVM_VCPU_TSC_OFFSET";
+	}
+
+	clock_choose_scale(clock->tsc_hz, &clock->tsc_mult_nominal, &clock->tsc_shift);
+	clock->refresh_interval_ticks = clock->tsc_hz / REFRESH_INTERVALS_PER_SECOND;
+	return 0;
+}
+
+void vmm_clock_set_guest_tsc_offset(struct vmm_clock *clock, int64_t offset)
+{
+	clock->guest_tsc_offset = offset;
+	clock->guest_tsc_offset_source = "set";
+	clock->published = 0;
+}
+
+void vmm_clock_set_guest_monotonic_offset(struct vmm_clock *clock, int64_t offset_ns)
+{
+	clock->guest_monotonic_offset_ns = offset_ns;
+	clock->published = 0;
+}
+
+/* The host's CLOCK_MONOTONIC and CLOCK_REALTIME, both as of one host TSC
+ * value: monotonic is read between two TSC reads, realtime between the
+ * second and a third, and realtime is moved back to the monotonic instant.
+ * The tightest of SAMPLE_ATTEMPTS. */
+struct clock_sample {
+	uint64_t host_tsc;
+	int64_t monotonic_ns;
+	int64_t realtime_ns;
+};
+
+static void clock_take_sample(const struct vmm_clock *clock, struct clock_sample *out)
+{
+	uint64_t best_window = 0;
+	for (int attempt = 0; attempt < SAMPLE_ATTEMPTS; attempt++) {
+		struct timespec monotonic, realtime;
+		uint64_t before = clock_read_host_tsc();
+		clock_gettime(CLOCK_MONOTONIC, &monotonic);
+		uint64_t middle = clock_read_host_tsc();
+		clock_gettime(CLOCK_REALTIME, &realtime);
+		uint64_t after = clock_read_host_tsc();
+		if (attempt > 0 && after - before >= best_window)
+			continue;
+		best_window = after - before;
+		uint64_t tsc_at_monotonic = before + (middle - before) / 2;
+		uint64_t tsc_at_realtime = middle + (after - middle) / 2;
+		out->host_tsc = tsc_at_monotonic;
+		out->monotonic_ns = clock_timespec_nanoseconds(&monotonic);
+		out->realtime_ns = clock_timespec_nanoseconds(&realtime) -
+				   clock_ticks_to_nanoseconds((int64_t)(tsc_at_realtime - tsc_at_monotonic),
+							      clock->tsc_mult_nominal, clock->tsc_shift);
+	}
+}
+
+/* Writes *next into the page under its sequence counter, version last.  On
+ * x86 the fences only stop the compiler reordering; stores are not
+ * reordered with stores. */
+static void clock_write_page(struct vmm_vvar *page, const struct vmm_vvar *next)
+{
+	uint32_t sequence = __atomic_load_n(&page->seq, __ATOMIC_RELAXED) | 1;
+	__atomic_store_n(&page->seq, sequence, __ATOMIC_RELAXED);
+	__atomic_thread_fence(__ATOMIC_RELEASE);
+	page->tsc_base = next->tsc_base;
+	page->tsc_mult = next->tsc_mult;
+	page->tsc_shift = next->tsc_shift;
+	page->pad = 0;
+	page->realtime_base_ns = next->realtime_base_ns;
+	page->monotonic_base_ns = next->monotonic_base_ns;
+	page->reserved[0] = 0;
+	page->reserved[1] = 0;
+	__atomic_store_n(&page->seq, sequence + 1, __ATOMIC_RELEASE);
+	__atomic_store_n(&page->version, (uint32_t)VMM_VVAR_VERSION, __ATOMIC_RELEASE);
+}
+
+void vmm_clock_publish(struct vmm_clock *clock, struct vmm_vvar *page)
+{
+	struct clock_sample sample;
+	clock_take_sample(clock, &sample);
+
+	struct vmm_vvar next = {
+		.version = VMM_VVAR_VERSION,
+		.tsc_base = sample.host_tsc + (uint64_t)clock->guest_tsc_offset,
+		.tsc_mult = clock->tsc_mult_nominal,
+		.tsc_shift = clock->tsc_shift,
+		.realtime_base_ns = sample.realtime_ns,
+		.monotonic_base_ns = sample.monotonic_ns + clock->guest_monotonic_offset_ns,
+	};
+
+	if (clock->published) {
+		/* What the guest reads at this instant under the old line. */
+		int64_t predicted = clock->last.monotonic_base_ns +
+				    clock_ticks_to_nanoseconds((int64_t)(next.tsc_base - clock->last.tsc_base),
+							       clock->last.tsc_mult, clock->last.tsc_shift);
+		int64_t ahead = predicted - next.monotonic_base_ns;
+		if (ahead > 0) {
+			int64_t slowdown_ppb = ahead < MAX_SLOWDOWN_PPB ? ahead : MAX_SLOWDOWN_PPB;
+			next.monotonic_base_ns += ahead;
+			next.realtime_base_ns += ahead;
+			next.tsc_mult -= (uint64_t)((unsigned __int128)next.tsc_mult * (uint64_t)slowdown_ppb /
+						    NANOSECONDS_PER_SECOND);
+			clock->steer_count++;
+		}
+	}
+
+	clock_write_page(page, &next);
+	clock->last = next;
+	clock->published = 1;
+	clock->last_publish_host_tsc = sample.host_tsc;
+	clock->publish_count++;
+}
+
+void vmm_clock_maybe_refresh(struct vmm_clock *clock, struct vmm_vvar *page)
+{
+	if (clock->published && __rdtsc() - clock->last_publish_host_tsc < clock->refresh_interval_ticks)
+		return;
+	vmm_clock_publish(clock, page);
+}
+
+int vmm_clock_guest_time(const struct vmm_clock *clock, clockid_t clock_id, struct timespec *out)
+{
+	int64_t base_ns;
+	switch (clock_id) {
+	case CLOCK_REALTIME:
+	case CLOCK_REALTIME_COARSE:
+		base_ns = clock->last.realtime_base_ns;
+		break;
+	case CLOCK_MONOTONIC:
+	case CLOCK_MONOTONIC_RAW:
+	case CLOCK_MONOTONIC_COARSE:
+	case CLOCK_BOOTTIME:
+		base_ns = clock->last.monotonic_base_ns;
+		break;
+	default:
+		return -1;
+	}
+	if (!clock->published)
+		return -1;
+	uint64_t guest_tsc = clock_read_host_tsc() + (uint64_t)clock->guest_tsc_offset;
+	int64_t nanoseconds =
+		base_ns + clock_ticks_to_nanoseconds((int64_t)(guest_tsc - clock->last.tsc_base),
+						     clock->last.tsc_mult, clock->last.tsc_shift);
+	int64_t seconds = nanoseconds / NANOSECONDS_PER_SECOND;
+	int64_t remainder = nanoseconds % NANOSECONDS_PER_SECOND;
+	if (remainder < 0) {
+		remainder += NANOSECONDS_PER_SECOND;
+		seconds -= 1;
+	}
+	out->tv_sec = seconds;
+	out->tv_nsec = remainder;
+	return 0;
+}

@@ -1,0 +1,172 @@
+/* The system-call dispatcher: one table from Linux x86-64 system-call
+ * numbers to the handlers of each family, and the guest-memory helpers the
+ * handlers share.  Numbers without a handler answer ENOSYS and, with
+ * --trace, are named on stderr. */
+#include "syscalls.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/syscall.h>
+
+#include "syscall_names.h" /* generated from the kernel headers */
+
+#define SYSCALL_TABLE_SIZE 512
+
+static const vmm_syscall_handler syscall_table[SYSCALL_TABLE_SIZE] = {
+	/* files */
+	[SYS_read] = sys_read, [SYS_write] = sys_write, [SYS_open] = sys_open,
+	[SYS_openat] = sys_openat, [SYS_close] = sys_close, [SYS_stat] = sys_stat,
+	[SYS_fstat] = sys_fstat, [SYS_lstat] = sys_lstat, [SYS_newfstatat] = sys_newfstatat,
+	[SYS_statx] = sys_statx, [SYS_lseek] = sys_lseek, [SYS_pread64] = sys_pread64,
+	[SYS_pwrite64] = sys_pwrite64, [SYS_readv] = sys_readv, [SYS_writev] = sys_writev,
+	[SYS_access] = sys_access, [SYS_faccessat] = sys_faccessat,
+	[SYS_faccessat2] = sys_faccessat2, [SYS_pipe] = sys_pipe, [SYS_pipe2] = sys_pipe2,
+	[SYS_dup] = sys_dup, [SYS_dup2] = sys_dup2, [SYS_dup3] = sys_dup3,
+	[SYS_fcntl] = sys_fcntl, [SYS_ioctl] = sys_ioctl, [SYS_getdents64] = sys_getdents64,
+	[SYS_getcwd] = sys_getcwd, [SYS_chdir] = sys_chdir, [SYS_fchdir] = sys_fchdir,
+	[SYS_readlink] = sys_readlink, [SYS_readlinkat] = sys_readlinkat,
+	[SYS_mkdir] = sys_mkdir, [SYS_mkdirat] = sys_mkdirat, [SYS_rmdir] = sys_rmdir,
+	[SYS_unlink] = sys_unlink, [SYS_unlinkat] = sys_unlinkat, [SYS_rename] = sys_rename,
+	[SYS_renameat] = sys_renameat, [SYS_renameat2] = sys_renameat2,
+	[SYS_ftruncate] = sys_ftruncate, [SYS_fsync] = sys_fsync, [SYS_fdatasync] = sys_fsync,
+	[SYS_umask] = sys_umask, [SYS_poll] = sys_poll, [SYS_ppoll] = sys_ppoll,
+	[SYS_close_range] = sys_close_range, [SYS_statfs] = sys_statfs,
+	[SYS_fstatfs] = sys_fstatfs,
+	/* memory */
+	[SYS_mmap] = sys_mmap, [SYS_munmap] = sys_munmap, [SYS_mprotect] = sys_mprotect,
+	[SYS_brk] = sys_brk, [SYS_mremap] = sys_mremap, [SYS_madvise] = sys_madvise,
+	[SYS_msync] = sys_msync, [SYS_mincore] = sys_mincore,
+	/* process */
+	[SYS_exit] = sys_exit, [SYS_exit_group] = sys_exit_group, [SYS_getpid] = sys_getpid,
+	[SYS_gettid] = sys_gettid, [SYS_getppid] = sys_getppid, [SYS_getuid] = sys_getuid,
+	[SYS_geteuid] = sys_getuid, [SYS_getgid] = sys_getuid, [SYS_getegid] = sys_getuid,
+	[SYS_getpgrp] = sys_getpgrp, [SYS_uname] = sys_uname, [SYS_sysinfo] = sys_sysinfo,
+	[SYS_arch_prctl] = sys_arch_prctl, [SYS_set_tid_address] = sys_set_tid_address,
+	[SYS_set_robust_list] = sys_set_robust_list, [SYS_prlimit64] = sys_prlimit64,
+	[SYS_getrlimit] = sys_getrlimit, [SYS_getrusage] = sys_getrusage,
+	[SYS_getrandom] = sys_getrandom, [SYS_sched_getaffinity] = sys_sched_getaffinity,
+	[SYS_sched_yield] = sys_sched_yield, [SYS_futex] = sys_futex, [SYS_times] = sys_times,
+	[SYS_prctl] = sys_prctl,
+	/* time */
+	[SYS_clock_gettime] = sys_clock_gettime, [SYS_clock_getres] = sys_clock_getres,
+	[SYS_gettimeofday] = sys_gettimeofday, [SYS_time] = sys_time,
+	[SYS_nanosleep] = sys_nanosleep, [SYS_clock_nanosleep] = sys_clock_nanosleep,
+	/* signals */
+	[SYS_rt_sigaction] = sys_rt_sigaction, [SYS_rt_sigprocmask] = sys_rt_sigprocmask,
+	[SYS_rt_sigreturn] = sys_rt_sigreturn, [SYS_sigaltstack] = sys_sigaltstack,
+	[SYS_kill] = sys_kill, [SYS_tgkill] = sys_tgkill, [SYS_tkill] = sys_tkill,
+	[SYS_rt_sigpending] = sys_rt_sigpending,
+	/* sockets */
+	[SYS_socket] = sys_socket, [SYS_socketpair] = sys_socketpair, [SYS_connect] = sys_connect,
+	[SYS_bind] = sys_bind, [SYS_listen] = sys_listen, [SYS_accept] = sys_accept,
+	[SYS_accept4] = sys_accept, [SYS_sendto] = sys_sendto, [SYS_recvfrom] = sys_recvfrom,
+	[SYS_sendmsg] = sys_sendmsg, [SYS_recvmsg] = sys_recvmsg, [SYS_shutdown] = sys_shutdown,
+	[SYS_getsockopt] = sys_getsockopt, [SYS_setsockopt] = sys_setsockopt,
+	[SYS_getsockname] = sys_getsockname, [SYS_getpeername] = sys_getpeername,
+};
+
+static const char *syscall_name(uint64_t number)
+{
+	if (number < sizeof vmm_syscall_names / sizeof vmm_syscall_names[0] && vmm_syscall_names[number])
+		return vmm_syscall_names[number];
+	return "unknown";
+}
+
+void vmm_syscall(struct vmm_process *process)
+{
+	struct kvm_regs *regs = vmm_vm_regs(&process->vm);
+	uint64_t number = regs->rax;
+	/* Copy the arguments once; handlers never reread the registers. */
+	const uint64_t args[6] = {regs->rdi, regs->rsi, regs->rdx, regs->r10, regs->r8, regs->r9};
+	int64_t result = -ENOSYS;
+	process->syscall_count++;
+	if (number < SYSCALL_TABLE_SIZE && syscall_table[number])
+		result = syscall_table[number](process, args);
+	else if (process->trace)
+		fprintf(stderr, "ember-vmm: unimplemented system call %llu (%s) -> ENOSYS\n",
+			(unsigned long long)number, syscall_name(number));
+	if (process->trace && result < 0 && result != -ENOSYS)
+		fprintf(stderr, "ember-vmm: %s(%#llx, %#llx, %#llx) -> %s\n", syscall_name(number),
+			(unsigned long long)args[0], (unsigned long long)args[1],
+			(unsigned long long)args[2], strerror((int)-result));
+	regs = vmm_vm_regs(&process->vm); /* a handler may have refreshed the cache */
+	regs->rax = (uint64_t)result;
+	vmm_vm_regs_changed(&process->vm);
+}
+
+void *guest_pointer(struct vmm_process *process, uint64_t addr, uint64_t len)
+{
+	return vmm_gpa(&process->vm, addr, len);
+}
+
+int guest_copy_in(struct vmm_process *process, void *dst, uint64_t addr, size_t len)
+{
+	const void *src = vmm_gpa(&process->vm, addr, len);
+	if (!src)
+		return -EFAULT;
+	memcpy(dst, src, len);
+	return 0;
+}
+
+int guest_copy_out(struct vmm_process *process, uint64_t addr, const void *src, size_t len)
+{
+	void *dst = vmm_gpa(&process->vm, addr, len);
+	if (!dst)
+		return -EFAULT;
+	memcpy(dst, src, len);
+	return 0;
+}
+
+int guest_string(struct vmm_process *process, uint64_t addr, char *out, size_t size)
+{
+	const char *src = vmm_gpa(&process->vm, addr, 1);
+	if (!src)
+		return -EFAULT;
+	uint64_t available = process->vm.mem_size - addr;
+	size_t limit = available < size ? (size_t)available : size;
+	const char *end = memchr(src, '\0', limit);
+	if (!end)
+		return limit < size ? -EFAULT : -ENAMETOOLONG;
+	memcpy(out, src, (size_t)(end - src) + 1);
+	return 0;
+}
+
+int guest_path_at(struct vmm_process *process, int64_t dirfd, uint64_t addr, char *out)
+{
+	char path[VMM_PATH_MAX];
+	int rc = guest_string(process, addr, path, sizeof path);
+	if (rc < 0)
+		return rc;
+	const char *base = process->cwd;
+	if (path[0] != '/' && (int)dirfd != AT_FDCWD) {
+		struct vmm_file *dir = vmm_fd_get(&process->fds, (uint64_t)dirfd);
+		if (!dir)
+			return -EBADF;
+		if (dir->kind != VMM_FILE_HOST_DIR && dir->kind != VMM_FILE_MEMFS_DIR &&
+		    dir->kind != VMM_FILE_SYNTHETIC_DIR)
+			return -ENOTDIR;
+		base = dir->path;
+	}
+	return vmm_path_join(base, path, out);
+}
+
+int guest_timed_out(struct vmm_process *process)
+{
+	if (!vmm_timeout_expired)
+		return 0;
+	process->exit_kind = VMM_EXIT_TIMEOUT;
+	return 1;
+}
+
+void vmm_process_kill(struct vmm_process *process, int signal, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(process->exit_reason, sizeof process->exit_reason, fmt, ap);
+	va_end(ap);
+	process->exit_kind = VMM_EXIT_SIGNAL;
+	process->exit_signal = signal;
+}

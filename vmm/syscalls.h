@@ -1,0 +1,68 @@
+/* Internal interface of the system-call layer: the handler signature, the
+ * helpers every handler uses to reach guest memory safely, and the handlers
+ * of each family (sys_files.c, sys_memory.c, sys_process.c, sys_time.c,
+ * sys_signals.c, sys_sockets.c), listed in the dispatch table of syscall.c.
+ *
+ * A handler receives the six argument registers and returns the value for
+ * rax: a result >= 0 or -errno.  Guest memory is reached only through the
+ * guest_* helpers below, which check ranges with vmm_gpa(). */
+#ifndef VMM_SYSCALLS_H
+#define VMM_SYSCALLS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "process.h"
+
+typedef int64_t (*vmm_syscall_handler)(struct vmm_process *process, const uint64_t *args);
+
+/* Host pointer for guest range [addr, addr+len), or NULL (EFAULT). */
+void *guest_pointer(struct vmm_process *process, uint64_t addr, uint64_t len);
+/* Copies between guest and host; 0 or -EFAULT. */
+int guest_copy_in(struct vmm_process *process, void *dst, uint64_t addr, size_t len);
+int guest_copy_out(struct vmm_process *process, uint64_t addr, const void *src, size_t len);
+/* Copies a NUL-terminated guest string of at most size-1 bytes; 0, -EFAULT
+ * or -ENAMETOOLONG. */
+int guest_string(struct vmm_process *process, uint64_t addr, char *out, size_t size);
+/* Reads a guest path and makes it absolute against dirfd (AT_FDCWD or an
+ * open directory).  0 or -errno. */
+int guest_path_at(struct vmm_process *process, int64_t dirfd, uint64_t addr, char *out);
+/* True (and the exit recorded) if the timeout has fired: handlers that
+ * block on the host call this when interrupted. */
+int guest_timed_out(struct vmm_process *process);
+
+#define SYSCALL(name) int64_t sys_##name(struct vmm_process *process, const uint64_t *args)
+
+/* files */
+SYSCALL(read); SYSCALL(write); SYSCALL(open); SYSCALL(openat); SYSCALL(close);
+SYSCALL(stat); SYSCALL(fstat); SYSCALL(lstat); SYSCALL(newfstatat); SYSCALL(statx);
+SYSCALL(lseek); SYSCALL(pread64); SYSCALL(pwrite64); SYSCALL(readv); SYSCALL(writev);
+SYSCALL(access); SYSCALL(faccessat); SYSCALL(faccessat2); SYSCALL(pipe); SYSCALL(pipe2);
+SYSCALL(dup); SYSCALL(dup2); SYSCALL(dup3); SYSCALL(fcntl); SYSCALL(ioctl);
+SYSCALL(getdents64); SYSCALL(getcwd); SYSCALL(chdir); SYSCALL(fchdir);
+SYSCALL(readlink); SYSCALL(readlinkat); SYSCALL(mkdir); SYSCALL(mkdirat);
+SYSCALL(rmdir); SYSCALL(unlink); SYSCALL(unlinkat); SYSCALL(rename); SYSCALL(renameat);
+SYSCALL(renameat2); SYSCALL(ftruncate); SYSCALL(fsync); SYSCALL(umask);
+SYSCALL(poll); SYSCALL(ppoll); SYSCALL(close_range); SYSCALL(statfs); SYSCALL(fstatfs);
+/* memory */
+SYSCALL(mmap); SYSCALL(munmap); SYSCALL(mprotect); SYSCALL(brk); SYSCALL(mremap);
+SYSCALL(madvise); SYSCALL(msync); SYSCALL(mincore);
+/* process */
+SYSCALL(exit); SYSCALL(exit_group); SYSCALL(getpid); SYSCALL(gettid); SYSCALL(getppid);
+SYSCALL(getuid); SYSCALL(getpgrp); SYSCALL(uname); SYSCALL(sysinfo); SYSCALL(arch_prctl);
+SYSCALL(set_tid_address); SYSCALL(set_robust_list); SYSCALL(prlimit64); SYSCALL(getrlimit);
+SYSCALL(getrusage); SYSCALL(getrandom); SYSCALL(sched_getaffinity); SYSCALL(sched_yield);
+SYSCALL(futex); SYSCALL(times); SYSCALL(prctl);
+/* time */
+SYSCALL(clock_gettime); SYSCALL(clock_getres); SYSCALL(gettimeofday); SYSCALL(time);
+SYSCALL(nanosleep); SYSCALL(clock_nanosleep);
+/* signals */
+SYSCALL(rt_sigaction); SYSCALL(rt_sigprocmask); SYSCALL(rt_sigreturn); SYSCALL(sigaltstack);
+SYSCALL(kill); SYSCALL(tgkill); SYSCALL(tkill); SYSCALL(rt_sigpending);
+/* sockets */
+SYSCALL(socket); SYSCALL(socketpair); SYSCALL(connect); SYSCALL(bind); SYSCALL(listen);
+SYSCALL(accept); SYSCALL(sendto); SYSCALL(recvfrom); SYSCALL(sendmsg); SYSCALL(recvmsg);
+SYSCALL(shutdown); SYSCALL(getsockopt); SYSCALL(setsockopt); SYSCALL(getsockname);
+SYSCALL(getpeername);
+
+#endif

@@ -1,0 +1,411 @@
+/* KVM set-up for a kernel-less microVM: memory, one vCPU in 64-bit user
+ * mode, and the handful of system structures the CPU insists on.
+ *
+ * The guest runs only user-mode code.  Kernel mode exists for two things:
+ * the `syscall` entry stub and the exception stubs, each a single `out`
+ * that hands control to the VMM.  Nothing here interprets guest input;
+ * vmm_gpa() is the one checked door into guest memory. */
+#include "vm.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#include <cpuid.h>
+
+#include "guest_layout.h"
+
+#define PTE_PRESENT 0x1ULL
+#define PTE_WRITE 0x2ULL
+#define PTE_USER 0x4ULL
+#define PTE_ACCESSED 0x20ULL
+#define PTE_DIRTY 0x40ULL
+#define PTE_LARGE 0x80ULL
+
+#define CR0_PE 0x1ULL
+#define CR0_MP 0x2ULL
+#define CR0_ET 0x10ULL
+#define CR0_NE 0x20ULL
+#define CR0_WP 0x10000ULL
+#define CR0_AM 0x40000ULL
+#define CR0_PG 0x80000000ULL
+#define CR4_PAE 0x20ULL
+#define CR4_OSFXSR 0x200ULL
+#define CR4_OSXMMEXCPT 0x400ULL
+#define CR4_FSGSBASE 0x10000ULL
+#define CR4_OSXSAVE 0x40000ULL
+#define EFER_SCE 0x1ULL
+#define EFER_LME 0x100ULL
+#define EFER_LMA 0x400ULL
+#define EFER_NXE 0x800ULL
+
+#define MSR_STAR 0xc0000081
+#define MSR_LSTAR 0xc0000082
+#define MSR_CSTAR 0xc0000083
+#define MSR_SFMASK 0xc0000084
+#define MSR_FS_BASE 0xc0000100
+#define MSR_GS_BASE 0xc0000101
+#define MSR_KERNEL_GS_BASE 0xc0000102
+
+/* RFLAGS bits cleared on `syscall`: TF, IF, DF, IOPL, NT, AC. */
+#define SYSCALL_FLAG_MASK 0x47700ULL
+
+/* Exceptions Linux lets user code raise with `int n`: #BP (int3) and #OF. */
+#define VECTOR_BREAKPOINT 3
+#define VECTOR_OVERFLOW 4
+
+/* The TSS proper is 0x68 bytes; the I/O bitmap (ports 0..63) follows. */
+#define TSS_IOMAP_OFFSET 0x68
+#define TSS_IOMAP_BYTES 8
+#define TSS_LIMIT (TSS_IOMAP_OFFSET + TSS_IOMAP_BYTES)
+
+void *vmm_gpa_system(struct vmm_vm *vm, uint64_t addr, uint64_t len)
+{
+	if (addr > vm->mem_size || len > vm->mem_size - addr)
+		return NULL;
+	return vm->mem + addr;
+}
+
+void *vmm_gpa(struct vmm_vm *vm, uint64_t addr, uint64_t len)
+{
+	if (addr < GUEST_SYSTEM_END)
+		return NULL;
+	return vmm_gpa_system(vm, addr, len);
+}
+
+static void write_u64(struct vmm_vm *vm, uint64_t addr, uint64_t value)
+{
+	memcpy(vmm_gpa_system(vm, addr, 8), &value, 8);
+}
+
+static void build_page_tables(struct vmm_vm *vm)
+{
+	uint64_t table = PTE_PRESENT | PTE_WRITE | PTE_USER;
+	write_u64(vm, GUEST_PML4_ADDR, GUEST_PDPT_ADDR | table);
+	uint64_t gigabytes = (vm->mem_size + (1ULL << 30) - 1) >> 30;
+	for (uint64_t i = 0; i < gigabytes; i++)
+		write_u64(vm, GUEST_PDPT_ADDR + 8 * i, (GUEST_PD_ADDR + GUEST_PAGE_SIZE * i) | table);
+
+	/* The first 2 MiB: 4 KiB pages with per-page rights. */
+	write_u64(vm, GUEST_PD_ADDR, GUEST_LOW_PT_ADDR | table);
+	uint64_t supervisor = PTE_PRESENT | PTE_WRITE | PTE_ACCESSED | PTE_DIRTY;
+	uint64_t user_readonly = PTE_PRESENT | PTE_USER | PTE_ACCESSED;
+	for (uint64_t page = GUEST_PML4_ADDR; page < GUEST_STUB_ADDR; page += GUEST_PAGE_SIZE)
+		write_u64(vm, GUEST_LOW_PT_ADDR + 8 * (page >> 12), page | supervisor);
+	for (uint64_t page = GUEST_STUB_ADDR; page < GUEST_VDSO_ADDR + GUEST_VDSO_MAX_SIZE;
+	     page += GUEST_PAGE_SIZE)
+		write_u64(vm, GUEST_LOW_PT_ADDR + 8 * (page >> 12), page | user_readonly);
+
+	/* Program memory: 2 MiB pages, user read/write/execute. */
+	uint64_t user_large = PTE_PRESENT | PTE_WRITE | PTE_USER | PTE_ACCESSED | PTE_DIRTY | PTE_LARGE;
+	for (uint64_t addr = GUEST_SYSTEM_END; addr < vm->mem_size; addr += GUEST_LARGE_PAGE_SIZE)
+		write_u64(vm, GUEST_PD_ADDR + 8 * (addr >> 21), addr | user_large);
+}
+
+static uint64_t segment_descriptor(uint64_t flags_and_access)
+{
+	return flags_and_access | 0xffffULL | (0xfULL << 48);
+}
+
+static void build_gdt_tss_idt(struct vmm_vm *vm)
+{
+	/* Access byte at bits 40..47, flags (G, D/B, L) at 52..55. */
+	write_u64(vm, GUEST_GDT_ADDR + GUEST_SEL_KERNEL_CS, segment_descriptor(0x00a09b0000000000ULL));
+	write_u64(vm, GUEST_GDT_ADDR + GUEST_SEL_KERNEL_DS, segment_descriptor(0x00c0930000000000ULL));
+	write_u64(vm, GUEST_GDT_ADDR + 0x20, segment_descriptor(0x00c0fb0000000000ULL)); /* user 32 */
+	write_u64(vm, GUEST_GDT_ADDR + (GUEST_SEL_USER_DS & ~3), segment_descriptor(0x00c0f30000000000ULL));
+	write_u64(vm, GUEST_GDT_ADDR + (GUEST_SEL_USER_CS & ~3), segment_descriptor(0x00a0fb0000000000ULL));
+
+	/* The TSS ends with an I/O permission bitmap covering ports 0..63 and
+	 * allowing only the exit ports: under PVM the stubs run with a user
+	 * CS, so their `out` passes this check like user code's does. */
+	uint64_t tss = GUEST_TSS_ADDR, limit = TSS_LIMIT;
+	uint64_t tss_low = (limit & 0xffff) | ((tss & 0xffffff) << 16) | (0x89ULL << 40) |
+			   (((tss >> 24) & 0xff) << 56);
+	write_u64(vm, GUEST_GDT_ADDR + GUEST_SEL_TSS, tss_low);
+	write_u64(vm, GUEST_GDT_ADDR + GUEST_SEL_TSS + 8, tss >> 32);
+	write_u64(vm, GUEST_TSS_ADDR + 4, GUEST_KSTACK_TOP); /* RSP0 */
+	uint16_t iomap_base = TSS_IOMAP_OFFSET;
+	memcpy(vmm_gpa_system(vm, GUEST_TSS_ADDR + 0x66, 2), &iomap_base, 2);
+	uint8_t *iomap = vmm_gpa_system(vm, GUEST_TSS_ADDR + TSS_IOMAP_OFFSET, TSS_IOMAP_BYTES + 1);
+	memset(iomap, 0xff, TSS_IOMAP_BYTES + 1); /* trailing 0xff byte is required */
+	iomap[PORT_SYSCALL / 8] &= (uint8_t)~(1u << (PORT_SYSCALL % 8));
+	for (unsigned port = PORT_EXCEPTION_BASE; port < PORT_EXCEPTION_BASE + 32; port++)
+		iomap[port / 8] &= (uint8_t)~(1u << (port % 8));
+
+	/* IDT: vectors 0..31 point at their exit stubs; the rest are absent. */
+	for (uint64_t vector = 0; vector < 32; vector++) {
+		uint64_t handler = GUEST_STUB_ADDR + GUEST_STUB_EXCEPTION_OFFSET +
+				   GUEST_STUB_EXCEPTION_STRIDE * vector;
+		uint64_t dpl = (vector == VECTOR_BREAKPOINT || vector == VECTOR_OVERFLOW) ? 3 : 0;
+		uint64_t low = (handler & 0xffff) | ((uint64_t)GUEST_SEL_KERNEL_CS << 16) |
+			       ((0x8eULL | (dpl << 5)) << 40) | (((handler >> 16) & 0xffff) << 48);
+		write_u64(vm, GUEST_IDT_ADDR + 16 * vector, low);
+		write_u64(vm, GUEST_IDT_ADDR + 16 * vector + 8, handler >> 32);
+	}
+
+	/* Stubs: `out %al, $port` then `sysretq` (syscall) or `hlt` (exceptions). */
+	uint8_t *stub = vmm_gpa_system(vm, GUEST_STUB_ADDR, GUEST_PAGE_SIZE);
+	memset(stub, 0xf4, GUEST_PAGE_SIZE); /* hlt everywhere else */
+	const uint8_t syscall_stub[] = {0xe6, PORT_SYSCALL, 0x48, 0x0f, 0x07};
+	memcpy(stub + GUEST_STUB_SYSCALL_OFFSET, syscall_stub, sizeof syscall_stub);
+	for (unsigned vector = 0; vector < 32; vector++) {
+		uint8_t *p = stub + GUEST_STUB_EXCEPTION_OFFSET + GUEST_STUB_EXCEPTION_STRIDE * vector;
+		p[0] = 0xe6;
+		p[1] = (uint8_t)(PORT_EXCEPTION_BASE + vector);
+	}
+}
+
+static struct kvm_segment user_segment(uint16_t selector, uint8_t type, bool code)
+{
+	struct kvm_segment s = {
+		.base = 0, .limit = 0xffffffff, .selector = selector, .type = type,
+		.present = 1, .dpl = 3, .db = code ? 0 : 1, .s = 1, .l = code ? 1 : 0, .g = 1,
+	};
+	return s;
+}
+
+static int setup_cpuid(struct vmm_vm *vm, struct ember_error *err)
+{
+	enum { MAX_ENTRIES = 256 };
+	size_t size = sizeof(struct kvm_cpuid2) + MAX_ENTRIES * sizeof(struct kvm_cpuid_entry2);
+	struct kvm_cpuid2 *cpuid = calloc(1, size);
+	if (!cpuid)
+		return ember_error_set(err, "allocate CPUID table: out of memory");
+	cpuid->nent = MAX_ENTRIES;
+	int rc = 0;
+	if (ioctl(vm->kvm_fd, KVM_GET_SUPPORTED_CPUID, cpuid) < 0)
+		rc = ember_error_errno(err, errno, "KVM_GET_SUPPORTED_CPUID");
+	else if (ioctl(vm->vcpu_fd, KVM_SET_CPUID2, cpuid) < 0)
+		rc = ember_error_errno(err, errno, "KVM_SET_CPUID2");
+	free(cpuid);
+	return rc;
+}
+
+static int setup_xcr0(struct vmm_vm *vm, struct ember_error *err)
+{
+	unsigned eax, ebx, ecx, edx;
+	if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx) || !(ecx & bit_OSXSAVE))
+		return 0;
+	__cpuid_count(0xd, 0, eax, ebx, ecx, edx);
+	/* x87, SSE, AVX and the AVX-512 states: what user code may use. */
+	uint64_t xcr0 = (((uint64_t)edx << 32) | eax) & 0xe7ULL;
+	struct kvm_xcrs xcrs = {.nr_xcrs = 1, .xcrs = {{.xcr = 0, .value = xcr0}}};
+	if (ioctl(vm->vcpu_fd, KVM_SET_XCRS, &xcrs) < 0)
+		return ember_error_errno(err, errno, "KVM_SET_XCRS (xcr0=%#llx)", (unsigned long long)xcr0);
+	return 0;
+}
+
+static int setup_special_registers(struct vmm_vm *vm, struct ember_error *err)
+{
+	struct kvm_sregs sregs;
+	if (ioctl(vm->vcpu_fd, KVM_GET_SREGS, &sregs) < 0)
+		return ember_error_errno(err, errno, "KVM_GET_SREGS");
+	unsigned eax, ebx, ecx, edx;
+	__cpuid_count(7, 0, eax, ebx, ecx, edx);
+	vm->has_fsgsbase = ebx & 1;
+	sregs.cr0 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_AM | CR0_PG;
+	sregs.cr3 = GUEST_PML4_ADDR;
+	sregs.cr4 = CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT | CR4_OSXSAVE |
+		    (vm->has_fsgsbase ? CR4_FSGSBASE : 0);
+	sregs.efer = EFER_SCE | EFER_LME | EFER_LMA | EFER_NXE;
+	sregs.cs = user_segment(GUEST_SEL_USER_CS, 11, true);
+	sregs.ss = user_segment(GUEST_SEL_USER_DS, 3, false);
+	sregs.ds = sregs.es = sregs.fs = sregs.gs = sregs.ss;
+	sregs.gdt.base = GUEST_GDT_ADDR;
+	sregs.gdt.limit = GUEST_SEL_TSS + 16 - 1;
+	sregs.idt.base = GUEST_IDT_ADDR;
+	sregs.idt.limit = 32 * 16 - 1;
+	struct kvm_segment tr = {
+		.base = GUEST_TSS_ADDR, .limit = TSS_LIMIT, .selector = GUEST_SEL_TSS,
+		.type = 11, .present = 1, .s = 0,
+	};
+	sregs.tr = tr;
+	struct kvm_segment ldt = {.selector = 0, .type = 2, .present = 0, .unusable = 1};
+	sregs.ldt = ldt;
+	if (ioctl(vm->vcpu_fd, KVM_SET_SREGS, &sregs) < 0)
+		return ember_error_errno(err, errno, "KVM_SET_SREGS");
+	return 0;
+}
+
+static int setup_msrs(struct vmm_vm *vm, struct ember_error *err)
+{
+	struct {
+		struct kvm_msrs header;
+		struct kvm_msr_entry entries[7];
+	} msrs = {
+		.header = {.nmsrs = 7},
+		.entries = {
+			{.index = MSR_STAR,
+			 .data = ((uint64_t)(GUEST_SEL_USER_CS - 16) << 48) |
+				 ((uint64_t)GUEST_SEL_KERNEL_CS << 32)},
+			{.index = MSR_LSTAR, .data = GUEST_STUB_ADDR + GUEST_STUB_SYSCALL_OFFSET},
+			{.index = MSR_CSTAR, .data = GUEST_STUB_ADDR + GUEST_STUB_SYSCALL_OFFSET},
+			{.index = MSR_SFMASK, .data = SYSCALL_FLAG_MASK},
+			{.index = MSR_FS_BASE, .data = 0},
+			{.index = MSR_GS_BASE, .data = 0},
+			{.index = MSR_KERNEL_GS_BASE, .data = 0},
+		},
+	};
+	int n = ioctl(vm->vcpu_fd, KVM_SET_MSRS, &msrs);
+	if (n != 7)
+		return ember_error_errno(err, n < 0 ? errno : EINVAL, "KVM_SET_MSRS (set %d of 7)", n);
+	return 0;
+}
+
+int vmm_vm_create(struct vmm_vm *vm, uint64_t mem_size, const void *vdso, size_t vdso_size,
+		  struct ember_error *err)
+{
+	memset(vm, 0, sizeof *vm);
+	vm->kvm_fd = vm->vm_fd = vm->vcpu_fd = -1;
+	if (mem_size < GUEST_MEM_MIN || mem_size > GUEST_MEM_MAX)
+		return ember_error_set(err, "guest memory of %llu MiB is outside 16 MiB..16 GiB",
+				       (unsigned long long)(mem_size >> 20));
+	if (vdso_size > GUEST_VDSO_MAX_SIZE)
+		return ember_error_set(err, "vDSO image of %zu bytes exceeds its %llu-byte slot", vdso_size,
+				       GUEST_VDSO_MAX_SIZE);
+	vm->mem_size = (mem_size + GUEST_LARGE_PAGE_SIZE - 1) & ~(GUEST_LARGE_PAGE_SIZE - 1);
+
+	vm->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (vm->kvm_fd < 0)
+		return ember_error_errno(err, errno, "open /dev/kvm");
+	int version = ioctl(vm->kvm_fd, KVM_GET_API_VERSION, 0);
+	if (version != KVM_API_VERSION) {
+		ember_error_set(err, "KVM API version %d, expected %d", version, KVM_API_VERSION);
+		goto fail;
+	}
+	vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
+	if (vm->vm_fd < 0) {
+		ember_error_errno(err, errno, "KVM_CREATE_VM");
+		goto fail;
+	}
+	vm->mem = mmap(NULL, vm->mem_size, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (vm->mem == MAP_FAILED) {
+		vm->mem = NULL;
+		ember_error_errno(err, errno, "map %llu MiB of guest memory",
+				  (unsigned long long)(vm->mem_size >> 20));
+		goto fail;
+	}
+	struct kvm_userspace_memory_region region = {
+		.slot = 0, .guest_phys_addr = 0, .memory_size = vm->mem_size,
+		.userspace_addr = (uint64_t)(uintptr_t)vm->mem,
+	};
+	if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &region) < 0) {
+		ember_error_errno(err, errno, "KVM_SET_USER_MEMORY_REGION");
+		goto fail;
+	}
+	vm->vcpu_fd = ioctl(vm->vm_fd, KVM_CREATE_VCPU, 0);
+	if (vm->vcpu_fd < 0) {
+		ember_error_errno(err, errno, "KVM_CREATE_VCPU");
+		goto fail;
+	}
+	int run_size = ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
+	if (run_size < (int)sizeof(struct kvm_run)) {
+		ember_error_errno(err, errno, "KVM_GET_VCPU_MMAP_SIZE");
+		goto fail;
+	}
+	vm->run_size = (size_t)run_size;
+	vm->run = mmap(NULL, vm->run_size, PROT_READ | PROT_WRITE, MAP_SHARED, vm->vcpu_fd, 0);
+	if (vm->run == MAP_FAILED) {
+		vm->run = NULL;
+		ember_error_errno(err, errno, "map the vCPU run page");
+		goto fail;
+	}
+	int sync = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_SYNC_REGS);
+	vm->sync_regs = sync > 0 && (sync & KVM_SYNC_X86_REGS);
+	if (vm->sync_regs)
+		vm->run->kvm_valid_regs = KVM_SYNC_X86_REGS;
+
+	build_page_tables(vm);
+	build_gdt_tss_idt(vm);
+	memcpy(vmm_gpa_system(vm, GUEST_VDSO_ADDR, vdso_size), vdso, vdso_size);
+
+	if (setup_cpuid(vm, err) < 0 || setup_special_registers(vm, err) < 0 ||
+	    setup_xcr0(vm, err) < 0 || setup_msrs(vm, err) < 0)
+		goto fail;
+	return 0;
+fail:
+	ember_error_wrap(err, "create KVM virtual machine");
+	vmm_vm_destroy(vm);
+	return -1;
+}
+
+void vmm_vm_destroy(struct vmm_vm *vm)
+{
+	if (vm->run)
+		munmap(vm->run, vm->run_size);
+	if (vm->mem)
+		munmap(vm->mem, vm->mem_size);
+	if (vm->vcpu_fd >= 0)
+		close(vm->vcpu_fd);
+	if (vm->vm_fd >= 0)
+		close(vm->vm_fd);
+	if (vm->kvm_fd >= 0)
+		close(vm->kvm_fd);
+	vm->run = NULL;
+	vm->mem = NULL;
+	vm->kvm_fd = vm->vm_fd = vm->vcpu_fd = -1;
+}
+
+struct kvm_regs *vmm_vm_regs(struct vmm_vm *vm)
+{
+	return vm->sync_regs ? &vm->run->s.regs.regs : &vm->regs_cache;
+}
+
+void vmm_vm_regs_changed(struct vmm_vm *vm)
+{
+	if (vm->sync_regs)
+		vm->run->kvm_dirty_regs |= KVM_SYNC_X86_REGS;
+	else
+		vm->regs_dirty = true;
+}
+
+int vmm_vm_fetch_regs(struct vmm_vm *vm, struct ember_error *err)
+{
+	if (vm->sync_regs)
+		return 0;
+	if (ioctl(vm->vcpu_fd, KVM_GET_REGS, &vm->regs_cache) < 0)
+		return ember_error_errno(err, errno, "KVM_GET_REGS");
+	return 0;
+}
+
+int vmm_vm_flush_regs(struct vmm_vm *vm, struct ember_error *err)
+{
+	if (vm->sync_regs || !vm->regs_dirty)
+		return 0;
+	if (ioctl(vm->vcpu_fd, KVM_SET_REGS, &vm->regs_cache) < 0)
+		return ember_error_errno(err, errno, "KVM_SET_REGS");
+	vm->regs_dirty = false;
+	return 0;
+}
+
+int vmm_vm_get_sregs(struct vmm_vm *vm, struct kvm_sregs *sregs, struct ember_error *err)
+{
+	if (ioctl(vm->vcpu_fd, KVM_GET_SREGS, sregs) < 0)
+		return ember_error_errno(err, errno, "KVM_GET_SREGS");
+	return 0;
+}
+
+int vmm_vm_set_fs_base(struct vmm_vm *vm, uint64_t base, struct ember_error *err)
+{
+	struct {
+		struct kvm_msrs header;
+		struct kvm_msr_entry entry;
+	} msrs = {.header = {.nmsrs = 1}, .entry = {.index = MSR_FS_BASE, .data = base}};
+	if (ioctl(vm->vcpu_fd, KVM_SET_MSRS, &msrs) != 1)
+		return ember_error_errno(err, errno, "set FS base");
+	return 0;
+}
+
+int vmm_vm_set_user_entry(struct vmm_vm *vm, uint64_t rip, uint64_t rsp, struct ember_error *err)
+{
+	struct kvm_regs regs = {.rip = rip, .rsp = rsp, .rflags = 0x202};
+	if (ioctl(vm->vcpu_fd, KVM_SET_REGS, &regs) < 0)
+		return ember_error_errno(err, errno, "KVM_SET_REGS");
+	vm->regs_cache = regs;
+	return 0;
+}
