@@ -307,6 +307,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "ember-vmm: %s\n", err.message);
 		return EXIT_HOST_ERROR;
 	}
+	if (opt.trace)
+		fprintf(stderr, "ember-vmm: %llu system calls served\n", (unsigned long long)process.syscall_count);
 	switch (process.exit_kind) {
 	case VMM_EXIT_STATUS:
 		exit_code = process.exit_status;

@@ -51,7 +51,7 @@ struct vmm_process {
 	char cwd[4096]; /* absolute, normalized guest path */
 	uint32_t umask;
 	uint64_t tid_address;
-	uint64_t fs_base;
+	uint64_t fs_base, gs_base;
 	char thread_name[16];
 	uint64_t signal_mask;
 	struct vmm_signal_action signal_actions[VMM_SIGNAL_COUNT + 1];

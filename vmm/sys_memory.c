@@ -150,6 +150,16 @@ SYSCALL(madvise)
 	int advice = (int)args[2];
 	if (addr & PAGE_MASK)
 		return -EINVAL;
+	switch (advice) {
+	case MADV_NORMAL: case MADV_RANDOM: case MADV_SEQUENTIAL: case MADV_WILLNEED:
+	case MADV_DONTNEED: case MADV_FREE: case MADV_REMOVE: case MADV_DONTFORK:
+	case MADV_DOFORK: case MADV_MERGEABLE: case MADV_UNMERGEABLE: case MADV_HUGEPAGE:
+	case MADV_NOHUGEPAGE: case MADV_DONTDUMP: case MADV_DODUMP: case MADV_WIPEONFORK:
+	case MADV_KEEPONFORK: case MADV_COLD: case MADV_PAGEOUT:
+		break;
+	default:
+		return -EINVAL;
+	}
 	len = (len + PAGE_MASK) & ~PAGE_MASK;
 	if (len && !guest_pointer(process, addr, len))
 		return -ENOMEM;

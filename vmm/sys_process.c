@@ -75,17 +75,17 @@ SYSCALL(arch_prctl)
 	struct ember_error err;
 	switch (code) {
 	case ARCH_SET_FS:
+	case ARCH_SET_GS:
 		if (addr >= CANONICAL_LIMIT)
 			return -EPERM;
-		if (vmm_vm_set_fs_base(&process->vm, addr, &err) < 0)
+		if (vmm_vm_set_segment_base(&process->vm, code == ARCH_SET_GS, addr, &err) < 0)
 			return -EINVAL;
-		process->fs_base = addr;
+		*(code == ARCH_SET_GS ? &process->gs_base : &process->fs_base) = addr;
 		return 0;
 	case ARCH_GET_FS:
 		return guest_copy_out(process, addr, &process->fs_base, sizeof process->fs_base);
-	case ARCH_SET_GS:
 	case ARCH_GET_GS:
-		return -EINVAL; /* user GS is not offered */
+		return guest_copy_out(process, addr, &process->gs_base, sizeof process->gs_base);
 	case ARCH_GET_CPUID:
 		return 1;
 	default:
@@ -220,6 +220,16 @@ SYSCALL(sched_getaffinity)
 }
 
 SYSCALL(sched_yield) { (void)process; (void)args; return 0; }
+
+SYSCALL(getcpu)
+{
+	uint32_t zero = 0; /* one vCPU, one node */
+	if (args[0] && guest_copy_out(process, args[0], &zero, sizeof zero) < 0)
+		return -EFAULT;
+	if (args[1] && guest_copy_out(process, args[1], &zero, sizeof zero) < 0)
+		return -EFAULT;
+	return 0;
+}
 
 SYSCALL(futex)
 {

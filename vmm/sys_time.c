@@ -1,6 +1,8 @@
 /* System calls about time.  Most clock reads never get here: the vDSO
- * serves them inside the guest.  These are the fallbacks and the sleeps;
- * a sleep is cut short only by the VM's timeout. */
+ * serves them inside the guest.  These are the fallbacks, answered from
+ * the same clock page so both agree, and the sleeps; a sleep is cut short
+ * only by the VM's timeout.  (Absolute sleeps use the host's clocks, which
+ * equal the guest's until snapshots add a monotonic offset.) */
 #include <errno.h>
 #include <string.h>
 #include <sys/time.h>
@@ -31,7 +33,8 @@ SYSCALL(clock_gettime)
 	if (!clock_allowed(clock))
 		return -EINVAL;
 	struct timespec ts;
-	clock_gettime((clockid_t)clock, &ts);
+	if (vmm_clock_guest_time(&process->clock, (clockid_t)clock, &ts) < 0)
+		clock_gettime((clockid_t)clock, &ts); /* CPU-time clocks: the host's */
 	return guest_copy_out(process, args[1], &ts, sizeof ts);
 }
 
@@ -48,8 +51,10 @@ SYSCALL(clock_getres)
 SYSCALL(gettimeofday)
 {
 	if (args[0]) {
-		struct timeval tv;
-		gettimeofday(&tv, NULL);
+		struct timespec ts;
+		if (vmm_clock_guest_time(&process->clock, CLOCK_REALTIME, &ts) < 0)
+			clock_gettime(CLOCK_REALTIME, &ts);
+		struct timeval tv = {ts.tv_sec, ts.tv_nsec / 1000};
 		if (guest_copy_out(process, args[0], &tv, sizeof tv) < 0)
 			return -EFAULT;
 	}

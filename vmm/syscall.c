@@ -49,7 +49,7 @@ static const vmm_syscall_handler syscall_table[SYSCALL_TABLE_SIZE] = {
 	[SYS_getrlimit] = sys_getrlimit, [SYS_getrusage] = sys_getrusage,
 	[SYS_getrandom] = sys_getrandom, [SYS_sched_getaffinity] = sys_sched_getaffinity,
 	[SYS_sched_yield] = sys_sched_yield, [SYS_futex] = sys_futex, [SYS_times] = sys_times,
-	[SYS_prctl] = sys_prctl,
+	[SYS_prctl] = sys_prctl, [SYS_getcpu] = sys_getcpu,
 	/* time */
 	[SYS_clock_gettime] = sys_clock_gettime, [SYS_clock_getres] = sys_clock_getres,
 	[SYS_gettimeofday] = sys_gettimeofday, [SYS_time] = sys_time,

@@ -52,7 +52,7 @@ SYSCALL(exit); SYSCALL(exit_group); SYSCALL(getpid); SYSCALL(gettid); SYSCALL(ge
 SYSCALL(getuid); SYSCALL(getpgrp); SYSCALL(uname); SYSCALL(sysinfo); SYSCALL(arch_prctl);
 SYSCALL(set_tid_address); SYSCALL(set_robust_list); SYSCALL(prlimit64); SYSCALL(getrlimit);
 SYSCALL(getrusage); SYSCALL(getrandom); SYSCALL(sched_getaffinity); SYSCALL(sched_yield);
-SYSCALL(futex); SYSCALL(times); SYSCALL(prctl);
+SYSCALL(futex); SYSCALL(times); SYSCALL(prctl); SYSCALL(getcpu);
 /* time */
 SYSCALL(clock_gettime); SYSCALL(clock_getres); SYSCALL(gettimeofday); SYSCALL(time);
 SYSCALL(nanosleep); SYSCALL(clock_nanosleep);

@@ -290,6 +290,8 @@ int vmm_vm_create(struct vmm_vm *vm, uint64_t mem_size, const void *vdso, size_t
 				  (unsigned long long)(vm->mem_size >> 20));
 		goto fail;
 	}
+	/* Huge host pages: one fault per 2 MiB instead of 512 first touches. */
+	madvise(vm->mem, vm->mem_size, MADV_HUGEPAGE);
 	struct kvm_userspace_memory_region region = {
 		.slot = 0, .guest_phys_addr = 0, .memory_size = vm->mem_size,
 		.userspace_addr = (uint64_t)(uintptr_t)vm->mem,
@@ -390,14 +392,15 @@ int vmm_vm_get_sregs(struct vmm_vm *vm, struct kvm_sregs *sregs, struct ember_er
 	return 0;
 }
 
-int vmm_vm_set_fs_base(struct vmm_vm *vm, uint64_t base, struct ember_error *err)
+int vmm_vm_set_segment_base(struct vmm_vm *vm, bool gs, uint64_t base, struct ember_error *err)
 {
 	struct {
 		struct kvm_msrs header;
 		struct kvm_msr_entry entry;
-	} msrs = {.header = {.nmsrs = 1}, .entry = {.index = MSR_FS_BASE, .data = base}};
+	} msrs = {.header = {.nmsrs = 1},
+		  .entry = {.index = gs ? MSR_GS_BASE : MSR_FS_BASE, .data = base}};
 	if (ioctl(vm->vcpu_fd, KVM_SET_MSRS, &msrs) != 1)
-		return ember_error_errno(err, errno, "set FS base");
+		return ember_error_errno(err, errno, "set %s base", gs ? "GS" : "FS");
 	return 0;
 }
 

@@ -59,7 +59,8 @@ void *vmm_gpa_system(struct vmm_vm *vm, uint64_t addr, uint64_t len);
 struct kvm_regs *vmm_vm_regs(struct vmm_vm *vm);
 void vmm_vm_regs_changed(struct vmm_vm *vm);
 int vmm_vm_get_sregs(struct vmm_vm *vm, struct kvm_sregs *sregs, struct ember_error *err);
-int vmm_vm_set_fs_base(struct vmm_vm *vm, uint64_t base, struct ember_error *err);
+/* Sets the FS (gs=false) or GS base, as arch_prctl does. */
+int vmm_vm_set_segment_base(struct vmm_vm *vm, bool gs, uint64_t base, struct ember_error *err);
 
 /* Refreshes the register cache after KVM_RUN returned (no-op with sync regs). */
 int vmm_vm_fetch_regs(struct vmm_vm *vm, struct ember_error *err);

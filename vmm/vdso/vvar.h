@@ -18,8 +18,8 @@ struct vmm_vvar {
 	uint32_t version;         /* VMM_VVAR_VERSION; 0 = not ready, use syscalls */
 	uint32_t seq;             /* even while stable; odd while being written */
 	uint64_t tsc_base;        /* guest TSC at the base instant */
-	uint64_t tsc_mult;        /* ns per tick, as a 32.32 fixed-point value... */
-	uint32_t tsc_shift;       /* ...shifted right by this */
+	uint64_t tsc_mult;        /* ns per tick, with tsc_shift fractional bits */
+	uint32_t tsc_shift;       /* the VMM picks the largest <= 63 keeping mult < 2^62 */
 	uint32_t pad;
 	int64_t realtime_base_ns; /* CLOCK_REALTIME at the base instant */
 	int64_t monotonic_base_ns; /* CLOCK_MONOTONIC (and BOOTTIME) at the base */
