@@ -83,7 +83,9 @@ $(BUILD)/guest/%: tests/guest/%.c tests/guest/guest_test.h | $(DEPS_STAMP)
 # ---- runtime roots from Debian packages -----------------------------------
 ROOTFS := build/rootfs
 rootfs: $(ROOTFS)/python3/.complete $(ROOTFS)/base/.complete
-$(ROOTFS)/%/.complete: runtimes/%/packages runtimes/build-root.sh | $(DEPS_STAMP)
+.SECONDEXPANSION:
+$(ROOTFS)/%/.complete: runtimes/%/packages runtimes/build-root.sh \
+		$$(wildcard runtimes/$$*/post-extract.sh) | $(DEPS_STAMP)
 	$(Q)bash runtimes/build-root.sh $* $(ROOTFS)/$*
 
 # ---- tests and benchmarks --------------------------------------------------

@@ -122,6 +122,7 @@ static int parse_options(int argc, char **argv, struct options *opt, struct embe
 	return 0;
 }
 
+/* build/bin/../rootfs/base, or build/sanitize/bin/../../rootfs/base. */
 static char *default_root(void)
 {
 	static char path[VMM_PATH_MAX];
@@ -134,8 +135,13 @@ static char *default_root(void)
 	if (!slash)
 		return NULL;
 	*slash = '\0';
-	snprintf(path, sizeof path, "%s/../rootfs/base", self);
-	return path;
+	static const char *const candidates[] = {"../rootfs/base", "../../rootfs/base"};
+	for (size_t i = 0; i < 2; i++) {
+		snprintf(path, sizeof path, "%s/%s", self, candidates[i]);
+		if (access(path, F_OK) == 0)
+			return path;
+	}
+	return NULL;
 }
 
 /* Builds the guest environment: defaults a Lambda function would see,

@@ -190,3 +190,10 @@ log(f"byte-compiled {compiled} modules ({pyc_bytes} bytes of .pyc, "
     f"magic {importlib.util.MAGIC_NUMBER.hex()}, unchecked-hash) "
     f"in {time.monotonic() - t0:.1f}s")
 PYTHON
+
+# The dynamic loader's cache: without /etc/ld.so.cache, ld.so probes a dozen
+# directories for each library (two failing system calls, each a VM exit,
+# per probe).  The host's ldconfig writes it for the tree's own libraries;
+# its output is deterministic.
+mkdir -p "$TREE/etc"
+ldconfig -X -r "$TREE" || die "ldconfig -r $TREE failed"
