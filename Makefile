@@ -80,6 +80,29 @@ $(BUILD)/guest/%: tests/guest/%.c tests/guest/guest_test.h | $(DEPS_STAMP)
 	@$(if $(Q),echo "  GUEST   $@")
 	$(Q)$(CC) -std=gnu11 -O1 -g -Wall -Wextra -Werror -static -o $@ $<
 
+# ---- host-side unit tests and fuzz targets ----------------------------------
+# Unit tests always build with the sanitizers: they exist to catch misuse.
+UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRCS))
+VMM_TESTABLE := vmm/memory_map.c vmm/memfs.c vmm/pipe.c vmm/file_layers.c vmm/fdtable.c \
+                vmm/vm.c vmm/clock.c common/error.c
+.PHONY: units fuzzers
+units: $(UNIT_BINS)
+$(BUILD)/unit/%: tests/unit/%.c tests/unit/unit_test.h $(VMM_TESTABLE) $(BUILD)/gen/syscall_names.h | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  UNIT    $@")
+	$(Q)$(CC) $(filter-out -O2,$(CFLAGS)) -O1 -fsanitize=address,undefined -fno-omit-frame-pointer \
+	    -o $@ $< $(VMM_TESTABLE)
+
+FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BINS := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRCS))
+fuzzers: $(FUZZ_BINS)
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(VMM_TESTABLE) $(BUILD)/gen/syscall_names.h | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  FUZZ    $@")
+	$(Q)clang -std=gnu11 -g -O1 -Wall -Wextra -Wno-gnu-variable-sized-type-not-at-end -D_GNU_SOURCE \
+	    -Icommon -Ivmm -I$(BUILD)/gen -fsanitize=fuzzer,address,undefined -o $@ $< $(VMM_TESTABLE)
+
 # ---- runtime roots from Debian packages -----------------------------------
 ROOTFS := build/rootfs
 rootfs: $(ROOTFS)/python3/.complete $(ROOTFS)/base/.complete
@@ -89,7 +112,7 @@ $(ROOTFS)/%/.complete: runtimes/%/packages runtimes/build-root.sh \
 	$(Q)bash runtimes/build-root.sh $* $(ROOTFS)/$*
 
 # ---- tests and benchmarks --------------------------------------------------
-test: all
+test: all units fuzzers
 	$(Q)BUILD=$(BUILD) bash tests/run-all.sh
 
 bench: all
@@ -101,6 +124,6 @@ format-check:
 	$(Q)clang-format --dry-run --Werror $(wildcard vmm/*.c vmm/*.h common/*.c common/*.h vmm/vdso/*.c vmm/vdso/*.h)
 
 clean:
-	rm -rf build/bin build/obj build/vdso build/guest build/sanitize
+	rm -rf build/bin build/obj build/vdso build/guest build/unit build/fuzz build/gen build/bench build/sanitize
 
 -include $(shell find $(OBJ) -name '*.d' 2>/dev/null)

@@ -16,6 +16,8 @@ PACKAGES=(
     libjansson-dev liblz4-dev libarchive-dev libmicrohttpd-dev
     libhiredis-dev libevent-dev libseccomp-dev
     redis-server lz4 hyperfine
+    # fuzzing (libFuzzer) and the test tools
+    clang libclang-rt-14-dev time
 )
 
 die() {

@@ -146,28 +146,62 @@ void vmm_path_place(struct vmm_layers *layers, const char *path, struct vmm_plac
 	}
 }
 
-int vmm_layer_open(int layer_fd, const char *rel, int extra_flags)
+static long open_in_layer(int layer_fd, const char *rel, uint64_t flags)
 {
 	struct open_how how = {
-		.flags = (uint64_t)(O_RDONLY | O_CLOEXEC | O_NOCTTY |
-				    (extra_flags & (O_DIRECTORY | O_NOFOLLOW | O_PATH))),
+		.flags = flags | O_CLOEXEC,
 		.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV,
 	};
-	if (how.flags & O_PATH)
-		how.flags &= (uint64_t)(O_PATH | O_CLOEXEC | O_DIRECTORY | O_NOFOLLOW);
 	long fd = syscall(SYS_openat2, layer_fd, rel[0] ? rel : ".", &how, sizeof how);
-	if (fd < 0)
-		return -errno;
+	return fd < 0 ? -errno : fd;
+}
+
+int vmm_layer_open(int layer_fd, const char *rel, int extra_flags)
+{
+	/* First an O_PATH open, which has no side effects even on a FIFO or a
+	 * device, to learn what the path names; only a regular file or a
+	 * directory is then opened for reading. */
+	uint64_t lookup = (uint64_t)(O_PATH | (extra_flags & (O_DIRECTORY | O_NOFOLLOW)));
+	long path_fd = open_in_layer(layer_fd, rel, lookup);
+	if (path_fd < 0)
+		return (int)path_fd;
 	struct stat st;
-	if (fstat((int)fd, &st) < 0) {
+	if (fstat((int)path_fd, &st) < 0) {
 		int e = errno;
-		close((int)fd);
+		close((int)path_fd);
 		return -e;
 	}
 	bool is_link_itself = (extra_flags & O_PATH) && S_ISLNK(st.st_mode);
+	if (S_ISLNK(st.st_mode) && !is_link_itself) {
+		close((int)path_fd);
+		return -ELOOP; /* O_NOFOLLOW on a symlink, as open(2) answers */
+	}
 	if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode) && !is_link_itself) {
-		close((int)fd);
+		close((int)path_fd);
 		return -EACCES; /* devices, sockets and FIFOs in a layer are never served */
+	}
+	if (extra_flags & O_PATH)
+		return (int)path_fd;
+	/* Reopen for reading; O_NONBLOCK so that a FIFO swapped in meanwhile
+	 * cannot block us, and the identity must match what was checked. */
+	long fd = open_in_layer(layer_fd, rel,
+				(uint64_t)(O_RDONLY | O_NOCTTY | O_NONBLOCK |
+					   (extra_flags & (O_DIRECTORY | O_NOFOLLOW))));
+	struct stat again;
+	int rc = 0;
+	if (fd < 0)
+		rc = (int)fd;
+	else if (fstat((int)fd, &again) < 0)
+		rc = -errno;
+	else if (again.st_dev != st.st_dev || again.st_ino != st.st_ino)
+		rc = -EAGAIN; /* the layer changed under us */
+	else if (fcntl((int)fd, F_SETFL, 0) < 0)
+		rc = -errno;
+	close((int)path_fd);
+	if (rc < 0) {
+		if (fd >= 0)
+			close((int)fd);
+		return rc;
 	}
 	return (int)fd;
 }

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "elf_loader.h"
@@ -305,10 +306,16 @@ int main(int argc, char **argv)
 
 	static struct vmm_process process;
 	int exit_code;
+	struct timespec start, ready;
+	clock_gettime(CLOCK_MONOTONIC, &start);
 	if (set_up(&process, &opt, &exit_code, &err) < 0) {
 		fprintf(stderr, "ember-vmm: %s\n", err.message);
 		return exit_code;
 	}
+	clock_gettime(CLOCK_MONOTONIC, &ready);
+	if (opt.trace)
+		fprintf(stderr, "ember-vmm: VM created and program loaded in %ld us\n",
+			(long)((ready.tv_sec - start.tv_sec) * 1000000 + (ready.tv_nsec - start.tv_nsec) / 1000));
 	if (vmm_vcpu_run(&process, &err) < 0) {
 		fprintf(stderr, "ember-vmm: %s\n", err.message);
 		return EXIT_HOST_ERROR;

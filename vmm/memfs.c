@@ -12,15 +12,32 @@
 #define MEMFS_FILE_MAX (1ULL << 40)
 #define MEMFS_NAME_MAX 255
 
+/* What a node costs against the cap besides its data: the structure and
+ * its name, so that empty files cannot fill the host either. */
+static int64_t node_cost(size_t name_len)
+{
+	return (int64_t)(sizeof(struct vmm_memfs_node) + name_len + 1);
+}
+
 static struct vmm_memfs_node *node_new(struct vmm_memfs *fs, const char *name, size_t name_len,
 				       bool dir, uint32_t mode)
 {
-	struct vmm_memfs_node *node = calloc(1, sizeof *node);
-	if (!node)
+	if (fs->mm && vmm_mm_charge(fs->mm, node_cost(name_len)) < 0)
 		return NULL;
+	fs->node_bytes += (uint64_t)node_cost(name_len);
+	struct vmm_memfs_node *node = calloc(1, sizeof *node);
+	if (!node) {
+		if (fs->mm)
+			vmm_mm_charge(fs->mm, -node_cost(name_len));
+		fs->node_bytes -= (uint64_t)node_cost(name_len);
+		return NULL;
+	}
 	node->name = strndup(name, name_len);
 	if (!node->name) {
 		free(node);
+		if (fs->mm)
+			vmm_mm_charge(fs->mm, -node_cost(name_len));
+		fs->node_bytes -= (uint64_t)node_cost(name_len);
 		return NULL;
 	}
 	node->refs = 1;
@@ -76,6 +93,9 @@ void vmm_memfs_node_unref(struct vmm_memfs_node *node)
 		free_tree(node);
 	if (node->capacity)
 		vmm_mm_charge(node->fs->mm, -(int64_t)node->capacity);
+	if (node->fs->mm)
+		vmm_mm_charge(node->fs->mm, -node_cost(strlen(node->name)));
+	node->fs->node_bytes -= (uint64_t)node_cost(strlen(node->name));
 	free(node->data);
 	free(node->name);
 	free(node);
@@ -167,7 +187,7 @@ int vmm_memfs_create(struct vmm_memfs *fs, const char *path, bool dir, uint32_t 
 		return -EEXIST;
 	struct vmm_memfs_node *node = node_new(fs, leaf, len, dir, mode);
 	if (!node)
-		return -ENOMEM;
+		return -ENOSPC;
 	link_child(parent, node);
 	*out = node;
 	return 0;
@@ -221,9 +241,18 @@ int vmm_memfs_rename(struct vmm_memfs *fs, const char *from, const char *to)
 		if (target->is_dir && target->first_child)
 			return -ENOTEMPTY;
 	}
+	int64_t growth = (int64_t)len - (int64_t)strlen(node->name);
+	if (fs->mm && growth > 0 && vmm_mm_charge(fs->mm, growth) < 0)
+		return -ENOSPC;
 	char *name = strndup(leaf, len);
-	if (!name)
+	if (!name) {
+		if (fs->mm && growth > 0)
+			vmm_mm_charge(fs->mm, -growth);
 		return -ENOMEM;
+	}
+	if (fs->mm && growth < 0)
+		vmm_mm_charge(fs->mm, growth);
+	fs->node_bytes += (uint64_t)growth;
 	if (target) {
 		unlink_child(target);
 		vmm_memfs_node_unref(target);

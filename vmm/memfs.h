@@ -3,6 +3,8 @@
  *
  * Paths given here are relative to /tmp, already normalized by the caller
  * (no ".", "..", empty or doubled components; "" is /tmp itself).  Nodes
+ * Each node also costs its structure and name against the cap, so that
+ * empty files cannot fill the host either.  Nodes
  * are reference counted: the tree holds one reference while a node is
  * linked, each open file one more, so an unlinked file stays readable by
  * whoever still has it open, as on Linux. */
@@ -34,7 +36,8 @@ struct vmm_memfs_node {
 struct vmm_memfs {
 	struct vmm_memfs_node *root;
 	uint64_t next_ino;
-	struct vmm_memory_map *mm; /* charged for file bytes */
+	struct vmm_memory_map *mm; /* charged for file bytes and nodes */
+	uint64_t node_bytes;       /* the part of the charge that is nodes and names */
 };
 
 int vmm_memfs_init(struct vmm_memfs *fs, struct vmm_memory_map *mm);

@@ -85,17 +85,16 @@ static int remove_range(struct vmm_memory_map *mm, uint64_t start, uint64_t end)
 	while (i < mm->count && mm->regions[i].start < end) {
 		struct vmm_region *r = &mm->regions[i];
 		if (r->start < start && r->end > end) {
+			/* Split: the tail becomes its own region (insert_region counts
+			 * its bytes), then the head shrinks to end at `start`. */
 			struct vmm_region tail = *r;
+			uint64_t old_end = r->end;
 			tail.start = end;
-			r->end = start;
-			mm->mapped_bytes -= tail.end - start;
-			int rc = insert_region(mm, i + 1, tail);
-			if (rc < 0) {
-				r->end = tail.end; /* undo */
-				mm->mapped_bytes += tail.end - start;
+			int rc = insert_region(mm, i + 1, tail); /* may move the array */
+			if (rc < 0)
 				return rc;
-			}
-			mm->mapped_bytes -= tail.end - tail.start; /* insert added it back */
+			mm->regions[i].end = start;
+			mm->mapped_bytes -= old_end - start;
 			return 0;
 		}
 		if (r->start < start) {
@@ -180,7 +179,6 @@ int vmm_mm_map(struct vmm_memory_map *mm, uint64_t addr, uint64_t len, int fixed
 		int rc = remove_range(mm, addr, addr + len);
 		if (rc < 0)
 			return rc;
-		vmm_mm_zero(mm, addr, len);
 	} else {
 		if (bytes_in_use(mm) + len > mm->limit_bytes)
 			return -ENOMEM;
@@ -190,10 +188,15 @@ int vmm_mm_map(struct vmm_memory_map *mm, uint64_t addr, uint64_t len, int fixed
 		if (!addr)
 			return -ENOMEM;
 	}
+	if (mm->count >= VMM_MM_MAX_REGIONS)
+		return -ENOMEM;
 	struct vmm_region region = {.start = addr, .end = addr + len, .prot = prot, .flags = flags};
 	int rc = insert_region(mm, first_ending_after(mm, addr), region);
 	if (rc < 0)
 		return rc;
+	/* The guest can write any program memory, mapped or not: a new
+	 * mapping must not show what it left there. */
+	vmm_mm_zero(mm, addr, len);
 	*result = addr;
 	return 0;
 }
@@ -225,13 +228,42 @@ int vmm_mm_protect(struct vmm_memory_map *mm, uint64_t addr, uint64_t len, uint3
 {
 	if (addr & PAGE_MASK)
 		return -EINVAL;
-	len = (len + PAGE_MASK) & ~PAGE_MASK;
-	if (addr >= mm->brk_start && addr + len <= mm->brk_current)
-		return 0;
-	if (!vmm_mm_is_mapped(mm, addr, len))
+	if (len > mm->high || addr > mm->high - ((len + PAGE_MASK) & ~PAGE_MASK))
 		return -ENOMEM;
-	for (size_t i = first_ending_after(mm, addr); i < mm->count && mm->regions[i].start < addr + len; i++)
-		mm->regions[i].prot = prot; /* whole regions: protection is advisory here */
+	len = (len + PAGE_MASK) & ~PAGE_MASK;
+	uint64_t end = addr + len;
+	if (addr < mm->low)
+		return -ENOMEM;
+	/* Every page must be mapped or part of the (page-granular) heap. */
+	uint64_t heap_low = mm->brk_start > addr ? mm->brk_start : addr;
+	uint64_t heap_end = (mm->brk_current + PAGE_MASK) & ~PAGE_MASK;
+	uint64_t heap_high = heap_end < end ? heap_end : end;
+	uint64_t in_heap = heap_high > heap_low ? heap_high - heap_low : 0;
+	uint64_t mapped_in_heap = in_heap ? mapped_within(mm, heap_low, heap_high) : 0;
+	if (mapped_within(mm, addr, end) + in_heap - mapped_in_heap != len)
+		return -ENOMEM;
+	/* Record the new rights on the mapped parts, splitting regions at the
+	 * range's edges.  (Rights are bookkeeping: not enforced by the guest's
+	 * page tables.) */
+	size_t i = first_ending_after(mm, addr);
+	while (i < mm->count && mm->regions[i].start < end) {
+		struct vmm_region piece = mm->regions[i];
+		if (piece.prot == prot) {
+			i++;
+			continue;
+		}
+		if (piece.start < addr)
+			piece.start = addr;
+		if (piece.end > end)
+			piece.end = end;
+		piece.prot = prot;
+		int rc = remove_range(mm, piece.start, piece.end);
+		if (rc == 0)
+			rc = insert_region(mm, first_ending_after(mm, piece.start), piece);
+		if (rc < 0)
+			return rc;
+		i = first_ending_after(mm, piece.end);
+	}
 	return 0;
 }
 
@@ -263,6 +295,7 @@ uint64_t vmm_mm_brk(struct vmm_memory_map *mm, uint64_t new_break)
 		if (mapped_within(mm, old_end, new_end) != 0 || new_end > mm->mmap_top ||
 		    bytes_in_use(mm) + grow > mm->limit_bytes)
 			return mm->brk_current;
+		vmm_mm_zero(mm, old_end, grow); /* whatever the guest left there */
 	} else if (new_end < old_end) {
 		vmm_mm_zero(mm, new_end, old_end - new_end);
 	}

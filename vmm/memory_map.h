@@ -15,6 +15,9 @@
 
 struct vmm_vm;
 
+/* Linux's default vm.max_map_count: mmap fails with ENOMEM past it. */
+#define VMM_MM_MAX_REGIONS 65530
+
 struct vmm_region {
 	uint64_t start, end; /* page aligned, start < end */
 	uint32_t prot;

@@ -205,7 +205,6 @@ static void test_huge_lengths(void)
 	FOR_HUGE_LENGTHS("len: write /tmp", sys(SYS_write, tmp, buffer, len));
 	FOR_HUGE_LENGTHS("len: pwrite /tmp", sys(SYS_pwrite64, tmp, buffer, len, 0));
 	FOR_HUGE_LENGTHS("len: write a pipe", sys(SYS_write, pfd[1], buffer, len));
-	FOR_HUGE_LENGTHS("len: getrandom", sys(SYS_getrandom, buffer, len, 0));
 	FOR_HUGE_LENGTHS("len: writev one iovec", ({
 				 struct iovec v = { buffer, len };
 				 sys(SYS_writev, tmp, &v, 1);
@@ -217,11 +216,8 @@ static void test_huge_lengths(void)
 	FOR_HUGE_LENGTHS("len: mmap", sys(SYS_mmap, 0, len, PROT_READ | PROT_WRITE,
 					  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
 	FOR_HUGE_LENGTHS("len: mmap a file", sys(SYS_mmap, 0, len, PROT_READ, MAP_PRIVATE, task, 0));
-	FOR_HUGE_LENGTHS("len: munmap", sys(SYS_munmap, 0x400000, len));
 	FOR_HUGE_LENGTHS("len: mprotect", sys(SYS_mprotect, (unsigned long)buffer & ~0xfffUL, len,
 					      PROT_READ | PROT_WRITE));
-	FOR_HUGE_LENGTHS("len: madvise", sys(SYS_madvise, (unsigned long)buffer & ~0xfffUL, len,
-					     MADV_DONTNEED));
 	FOR_HUGE_LENGTHS("len: sigaction set size", sys(SYS_rt_sigaction, SIGUSR1, NULL, buffer, len));
 	FOR_HUGE_LENGTHS("len: sigprocmask set size", sys(SYS_rt_sigprocmask, SIG_BLOCK, NULL, buffer, len));
 
@@ -288,7 +284,11 @@ static void test_odd_values(void)
 	CHECK_ERR("odd: lseek END + 2^63-1 overflows", sys(SYS_lseek, fd, 0x7fffffffffffffffL, SEEK_END),
 		  EINVAL);
 	char c;
-	CHECK_EQ("odd: read at a huge offset", sys(SYS_read, fd, &c, 1), r == -EINVAL ? 1 : 0);
+	long got = sys(SYS_read, fd, &c, 1);
+	if (r == -EINVAL) /* the offset is still 0 */
+		CHECK_EQ("odd: read at a huge offset", got, 1);
+	else /* Linux: EINVAL, as offset + count overflows; 0 (EOF) is fine too */
+		CHECKF("odd: read at a huge offset", got == 0 || got == -EINVAL, "returned %ld", got);
 	CHECK_ERR("odd: pread at a negative offset EINVAL", sys(SYS_pread64, fd, &c, 1, -4096), EINVAL);
 	sys(SYS_close, fd);
 	CHECK_ERR("odd: close(-1) EBADF", sys(SYS_close, -1), EBADF);
@@ -319,11 +319,23 @@ static void test_odd_values(void)
 	CHECK_EQ("after: system calls still work", sys(SYS_getpid), getpid());
 }
 
+/* Last, because a VMM that honours part of such a call scribbles over or
+ * discards the guest's own memory, and the checks after it would mean
+ * nothing. */
+static void test_destructive_lengths(void)
+{
+	FOR_HUGE_LENGTHS("last: madvise DONTNEED huge length",
+			 sys(SYS_madvise, (unsigned long)buffer & ~0xfffUL, len, MADV_DONTNEED));
+	FOR_HUGE_LENGTHS("last: munmap huge length", sys(SYS_munmap, ((unsigned long)canary_after + 4095) & ~4095UL, len));
+	FOR_HUGE_LENGTHS("last: getrandom huge length", sys(SYS_getrandom, buffer, len, 0));
+}
+
 int main(int argc, char **argv)
 {
 	mem_bytes = (argc > 1 ? strtoul(argv[1], NULL, 10) : 128) * MIB;
 	test_bad_pointers();
 	test_huge_lengths();
 	test_odd_values();
+	test_destructive_lengths();
 	return gt_done();
 }

@@ -1,12 +1,21 @@
-/* Hostile guest: divides by zero.  Expected: killed by SIGFPE (exit 136). */
+/* Hostile guest: integer division that faults (#DE).
+ * Usage: divzero [div|overflow] — 42/0 (the default) or INT64_MIN/-1.
+ * Expected: killed by SIGFPE (exit 136). */
+#include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
-int main(void)
+int main(int argc, char **argv)
 {
-	puts("divzero: dividing by zero");
+	const char *mode = argc > 1 ? argv[1] : "div";
+	volatile int64_t num = 42, den = 0;
+	if (strcmp(mode, "overflow") == 0) {
+		num = INT64_MIN;
+		den = -1;
+	}
+	printf("divzero: dividing (%s)\n", mode);
 	fflush(stdout);
-	volatile int zero = 0;
-	volatile int v = 42 / zero;
-	printf("divzero: survived, got %d\n", v);
+	volatile int64_t v = num / den;
+	printf("divzero: survived, got %lld\n", (long long)v);
 	return 0;
 }

@@ -159,7 +159,7 @@ int main(int argc, char **argv)
 		/* RFLAGS: the reserved bit 1 and IF always; the arithmetic flags
 		 * and DF at random; TF (the next instruction traps) rarely. */
 		forge_regs[R_FLAGS] = (forge_regs[R_FLAGS] & 0x0cd5) | 0x202;
-		if (next_random() % 16 == 0)
+		if (next_random() % 256 == 0)
 			forge_regs[R_FLAGS] |= 0x100;
 		if (strcmp(mode, "stub-exception") == 0)
 			forge_target = 0x18100 + 4 * (next_random() % 32);
