@@ -10,7 +10,7 @@ OBJ     := $(BUILD)/obj
 CC      := gcc
 CFLAGS  := -std=gnu11 -O2 -g -Wall -Wextra -Wformat=2 -Wshadow \
            -Wmissing-prototypes -Wstrict-prototypes -Werror -Wno-format-truncation \
-           -D_GNU_SOURCE -Icommon -Ivmm -I$(BUILD)/gen
+           -D_GNU_SOURCE -Icommon -Ivmm -Isnapshot -I$(BUILD)/gen
 LDFLAGS :=
 LDLIBS  :=
 
@@ -39,7 +39,7 @@ $(DEPS_STAMP): scripts/deps.sh
 	$(Q)mkdir -p build && touch $@
 
 # ---- ember-vmm -------------------------------------------------------------
-VMM_SRCS := $(wildcard vmm/*.c) common/error.c
+VMM_SRCS := $(wildcard vmm/*.c) $(wildcard snapshot/snap_*.c) common/error.c
 VMM_OBJS := $(patsubst %.c,$(OBJ)/%.o,$(VMM_SRCS)) $(OBJ)/vmm/vdso/vdso_blob.o
 
 $(OBJ)/%.o: %.c | $(DEPS_STAMP)
@@ -101,7 +101,7 @@ $(BUILD)/fuzz/%: tests/fuzz/%.c $(VMM_TESTABLE) $(BUILD)/gen/syscall_names.h | $
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  FUZZ    $@")
 	$(Q)clang -std=gnu11 -g -O1 -Wall -Wextra -Wno-gnu-variable-sized-type-not-at-end -D_GNU_SOURCE \
-	    -Icommon -Ivmm -I$(BUILD)/gen -fsanitize=fuzzer,address,undefined -o $@ $< $(VMM_TESTABLE)
+	    -Icommon -Ivmm -Isnapshot -I$(BUILD)/gen -fsanitize=fuzzer,address,undefined -o $@ $< $(VMM_TESTABLE)
 
 # ---- runtime roots from Debian packages -----------------------------------
 ROOTFS := build/rootfs

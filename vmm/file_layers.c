@@ -20,15 +20,20 @@ int vmm_layers_open(struct vmm_layers *layers, const char *root, const char *tas
 		    struct ember_error *err)
 {
 	layers->root_fd = layers->task_fd = -1;
+	layers->root_path[0] = layers->task_path[0] = '\0';
 	layers->root_fd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (layers->root_fd < 0)
 		return ember_error_errno(err, errno, "open root layer `%s`", root);
+	if (!realpath(root, layers->root_path)) {
+		ember_error_errno(err, errno, "resolve root layer `%s`", root);
+		vmm_layers_close(layers);
+		return -1;
+	}
 	if (task) {
 		layers->task_fd = open(task, O_PATH | O_DIRECTORY | O_CLOEXEC);
-		if (layers->task_fd < 0) {
+		if (layers->task_fd < 0 || !realpath(task, layers->task_path)) {
 			ember_error_errno(err, errno, "open task layer `%s`", task);
-			close(layers->root_fd);
-			layers->root_fd = -1;
+			vmm_layers_close(layers);
 			return -1;
 		}
 	}

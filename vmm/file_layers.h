@@ -45,6 +45,8 @@ struct vmm_layers {
 	int task_fd;  /* --task, or -1 */
 	struct vmm_memfs tmp;
 	char exe_path[VMM_PATH_MAX]; /* guest path of the program */
+	char root_path[VMM_PATH_MAX]; /* host directories, absolute (for snapshots) */
+	char task_path[VMM_PATH_MAX]; /* "" without a task layer */
 };
 
 /* Opens the layer directories.  `task` may be NULL. */

@@ -1,7 +1,9 @@
-/* ember-vmm: runs one Linux program in a new kernel-less KVM microVM.
+/* ember-vmm: runs one Linux program in a new kernel-less KVM microVM, or
+ * resumes one from a snapshot.
  *
  *   ember-vmm run [--mem MiB] [--root DIR] [--task DIR] [--env K=V ...]
- *                 [--timeout S] [--trace] -- PROGRAM [ARGS...]
+ *                 [--timeout S] [--trace] [--control-sock PATH] -- PROGRAM [ARGS...]
+ *   ember-vmm restore DIR [--control-sock PATH] [--timeout S] [--paused] [--trace]
  *
  * Exit status: the guest's own; 128+N when the guest was killed by signal
  * N; 124 when --timeout expired; 125 for a usage or host error; 126 when
@@ -16,10 +18,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "control.h"
 #include "elf_loader.h"
 #include "guest_layout.h"
 #include "memfs.h"
 #include "process.h"
+#include "snapshot.h"
 #include "vcpu_loop.h"
 
 #define EXIT_TIMEOUT 124
@@ -34,6 +38,10 @@
 extern const uint8_t vmm_vdso_image_start[], vmm_vdso_image_end[];
 
 struct options {
+	bool restore;
+	const char *snapshot_dir;
+	const char *control_sock;
+	bool paused;
 	uint64_t mem_mib;
 	const char *root;
 	const char *task;
@@ -49,15 +57,19 @@ static void usage(FILE *out)
 {
 	fprintf(out,
 		"usage: ember-vmm run [--mem MiB] [--root DIR] [--task DIR] [--env K=V ...]\n"
-		"                     [--timeout S] [--trace] -- PROGRAM [ARGS...]\n"
-		"Runs PROGRAM (a path inside the guest) in a new KVM microVM and exits with its status.\n"
+		"                     [--timeout S] [--trace] [--control-sock PATH] -- PROGRAM [ARGS...]\n"
+		"       ember-vmm restore DIR [--control-sock PATH] [--timeout S] [--paused] [--trace]\n"
+		"Runs PROGRAM (a path inside the guest) in a new KVM microVM, or resumes the VM saved\n"
+		"in snapshot DIR, and exits with the guest's status.\n"
 		"  --mem MiB     guest memory and memory cap, 16..16384 (default %d)\n"
 		"  --root DIR    read-only root layer, the guest's / (default: build/rootfs/base beside\n"
 		"                this binary)\n"
 		"  --task DIR    read-only layer mounted at /var/task (the working directory)\n"
 		"  --env K=V     a guest environment variable (repeatable)\n"
 		"  --timeout S   stop the guest after S seconds (exit 124)\n"
-		"  --trace       name unimplemented and failing system calls on stderr\n",
+		"  --trace       name unimplemented and failing system calls on stderr\n"
+		"  --control-sock PATH  serve pause/resume/snapshot/stats/quit on a Unix socket\n"
+		"  --paused      (restore) wait, fully set up, for `resume` on the control socket\n",
 		DEFAULT_MEM_MIB);
 }
 
@@ -76,9 +88,16 @@ static int parse_options(int argc, char **argv, struct options *opt, struct embe
 {
 	memset(opt, 0, sizeof *opt);
 	opt->mem_mib = DEFAULT_MEM_MIB;
-	if (argc < 2 || strcmp(argv[1], "run") != 0)
-		return ember_error_set(err, "expected the `run` command");
+	if (argc < 2 || (strcmp(argv[1], "run") != 0 && strcmp(argv[1], "restore") != 0))
+		return ember_error_set(err, "expected the `run` or `restore` command");
 	int i = 2;
+	if (strcmp(argv[1], "restore") == 0) {
+		opt->restore = true;
+		if (argc < 3 || argv[2][0] == '-')
+			return ember_error_set(err, "restore needs a snapshot directory");
+		opt->snapshot_dir = argv[2];
+		i = 3;
+	}
 	for (; i < argc; i++) {
 		const char *arg = argv[i];
 		const char *value = i + 1 < argc ? argv[i + 1] : NULL;
@@ -88,13 +107,20 @@ static int parse_options(int argc, char **argv, struct options *opt, struct embe
 		} else if (strcmp(arg, "--trace") == 0) {
 			opt->trace = true;
 			continue;
+		} else if (strcmp(arg, "--paused") == 0 && opt->restore) {
+			opt->paused = true;
+			continue;
 		} else if (arg[0] != '-' || arg[1] != '-') {
 			break; /* the program: `--` is optional */
 		}
 		if (!value)
 			return ember_error_set(err, "option %s needs a value", arg);
 		i++;
-		if (strcmp(arg, "--mem") == 0) {
+		if (strcmp(arg, "--control-sock") == 0) {
+			opt->control_sock = value;
+		} else if (opt->restore && strcmp(arg, "--timeout") != 0) {
+			return ember_error_set(err, "option %s does not apply to restore", arg);
+		} else if (strcmp(arg, "--mem") == 0) {
 			double mib;
 			if (parse_number(value, 16, 16384, &mib) < 0 || mib != (double)(uint64_t)mib)
 				return ember_error_set(err, "--mem %s: expected a whole number of MiB from 16 to 16384", value);
@@ -115,6 +141,13 @@ static int parse_options(int argc, char **argv, struct options *opt, struct embe
 		} else {
 			return ember_error_set(err, "unknown option %s", arg);
 		}
+	}
+	if (opt->restore) {
+		if (i < argc)
+			return ember_error_set(err, "unexpected argument `%s` after the snapshot directory", argv[i]);
+		if (opt->paused && !opt->control_sock)
+			return ember_error_set(err, "--paused needs --control-sock to be resumed");
+		return 0;
 	}
 	if (i >= argc)
 		return ember_error_set(err, "no program given");
@@ -305,18 +338,36 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN); /* a closed stdout is the guest's EPIPE, not our death */
 
 	static struct vmm_process process;
-	int exit_code;
+	static struct vmm_control control;
+	int exit_code = EXIT_HOST_ERROR;
 	struct timespec start, ready;
 	clock_gettime(CLOCK_MONOTONIC, &start);
-	if (set_up(&process, &opt, &exit_code, &err) < 0) {
+	int rc = vmm_interrupt_install(&err);
+	if (rc == 0 && opt.restore) {
+		rc = vmm_snapshot_restore(&process, opt.snapshot_dir, &err);
+		process.trace = opt.trace;
+		if (rc == 0)
+			rc = vmm_timeout_arm(&process, opt.timeout, &err);
+	} else if (rc == 0) {
+		rc = set_up(&process, &opt, &exit_code, &err);
+	}
+	if (rc == 0 && opt.control_sock) {
+		rc = vmm_control_start(&control, &process, opt.control_sock, opt.paused, &err);
+		if (rc == 0)
+			process.control = &control;
+	}
+	if (rc < 0) {
 		fprintf(stderr, "ember-vmm: %s\n", err.message);
 		return exit_code;
 	}
 	clock_gettime(CLOCK_MONOTONIC, &ready);
 	if (opt.trace)
-		fprintf(stderr, "ember-vmm: VM created and program loaded in %ld us\n",
+		fprintf(stderr, "ember-vmm: VM %s in %ld us\n", opt.restore ? "restored" : "created and program loaded",
 			(long)((ready.tv_sec - start.tv_sec) * 1000000 + (ready.tv_nsec - start.tv_nsec) / 1000));
-	if (vmm_vcpu_run(&process, &err) < 0) {
+	rc = vmm_vcpu_run(&process, &err);
+	if (process.control)
+		vmm_control_stop(&control);
+	if (rc < 0) {
 		fprintf(stderr, "ember-vmm: %s\n", err.message);
 		return EXIT_HOST_ERROR;
 	}
@@ -330,6 +381,9 @@ int main(int argc, char **argv)
 		fprintf(stderr, "ember-vmm: guest killed by %s: %s\n", signal_name(process.exit_signal),
 			process.exit_reason);
 		exit_code = 128 + process.exit_signal;
+		break;
+	case VMM_EXIT_QUIT:
+		exit_code = 0;
 		break;
 	case VMM_EXIT_TIMEOUT:
 		fprintf(stderr, "ember-vmm: guest timed out after %g s; vCPU stopped\n", opt.timeout);

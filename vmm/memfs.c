@@ -193,6 +193,37 @@ int vmm_memfs_create(struct vmm_memfs *fs, const char *path, bool dir, uint32_t 
 	return 0;
 }
 
+int vmm_memfs_create_in(struct vmm_memfs *fs, struct vmm_memfs_node *parent, const char *name,
+			bool dir, uint32_t mode, struct vmm_memfs_node **out)
+{
+	size_t len = strlen(name);
+	if (!parent->is_dir)
+		return -ENOTDIR;
+	if (len == 0 || len > MEMFS_NAME_MAX || strchr(name, '/'))
+		return -EINVAL;
+	if (find_child(parent, name, len))
+		return -EEXIST;
+	struct vmm_memfs_node *node = node_new(fs, name, len, dir, mode);
+	if (!node)
+		return -ENOSPC;
+	link_child(parent, node);
+	*out = node;
+	return 0;
+}
+
+int vmm_memfs_create_unlinked(struct vmm_memfs *fs, const char *name, bool dir, uint32_t mode,
+			      struct vmm_memfs_node **out)
+{
+	size_t len = strlen(name);
+	if (len > MEMFS_NAME_MAX)
+		return -EINVAL;
+	struct vmm_memfs_node *node = node_new(fs, name, len, dir, mode);
+	if (!node)
+		return -ENOSPC;
+	*out = node;
+	return 0;
+}
+
 int vmm_memfs_remove(struct vmm_memfs *fs, const char *path, bool dir)
 {
 	if (path[0] == '\0')
@@ -303,6 +334,8 @@ static int reserve(struct vmm_memfs_node *node, uint64_t size)
 
 int64_t vmm_memfs_write(struct vmm_memfs_node *node, uint64_t offset, const void *in, size_t len)
 {
+	if (len == 0)
+		return 0; /* never extends the file, as on Linux */
 	if (offset > MEMFS_FILE_MAX || len > MEMFS_FILE_MAX - offset)
 		return -EFBIG;
 	int rc = reserve(node, offset + len);

@@ -31,6 +31,7 @@ struct vmm_memfs_node {
 	uint8_t *data;
 	size_t size, capacity;
 	struct timespec mtime;
+	uint32_t save_index; /* scratch for snapshots: its index in the saved list */
 };
 
 struct vmm_memfs {
@@ -45,9 +46,17 @@ void vmm_memfs_destroy(struct vmm_memfs *fs);
 
 /* Finds a node (borrowed).  -ENOENT, -ENOTDIR. */
 int vmm_memfs_lookup(struct vmm_memfs *fs, const char *path, struct vmm_memfs_node **out);
-/* Creates a file or directory (borrowed result).  -EEXIST, -ENOENT, -ENOTDIR, -ENOMEM. */
+/* Creates a file or directory (borrowed result).  -EEXIST, -ENOENT, -ENOTDIR,
+ * -ENAMETOOLONG, -ENOSPC when the cap is reached. */
 int vmm_memfs_create(struct vmm_memfs *fs, const char *path, bool dir, uint32_t mode,
 		     struct vmm_memfs_node **out);
+/* For snapshot restore: creates `name` directly in directory `parent`
+ * (borrowed result), or a node in no directory with one reference held by
+ * the caller (an unlinked file that is still open).  -EEXIST, -ENOSPC. */
+int vmm_memfs_create_in(struct vmm_memfs *fs, struct vmm_memfs_node *parent, const char *name,
+			bool dir, uint32_t mode, struct vmm_memfs_node **out);
+int vmm_memfs_create_unlinked(struct vmm_memfs *fs, const char *name, bool dir, uint32_t mode,
+			      struct vmm_memfs_node **out);
 /* unlink (dir=false) or rmdir (dir=true).  -EISDIR, -ENOTDIR, -ENOTEMPTY, -EBUSY for /tmp. */
 int vmm_memfs_remove(struct vmm_memfs *fs, const char *path, bool dir);
 /* rename(2) within /tmp, replacing a compatible target. */

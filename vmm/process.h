@@ -40,10 +40,14 @@ enum vmm_exit_kind {
 	VMM_EXIT_SIGNAL,  /* killed by signal `signal` */
 	VMM_EXIT_TIMEOUT, /* --timeout expired */
 	VMM_EXIT_HOST_ERROR,
+	VMM_EXIT_QUIT,    /* a `quit` on the control socket */
 };
+
+struct vmm_control;
 
 struct vmm_process {
 	struct vmm_vm vm;
+	struct vmm_control *control; /* the control socket, or NULL */
 	struct vmm_memory_map mm;
 	struct vmm_fdtable fds;
 	struct vmm_layers layers;
@@ -59,6 +63,7 @@ struct vmm_process {
 	bool trace;
 	bool stub_mode_known;        /* has the first system call been seen? */
 	bool stub_runs_in_user_mode; /* PVM: the syscall stub keeps the user CS */
+	bool restart_syscall;        /* the last call returned VMM_ERESTART */
 	uint64_t syscall_count;
 
 	enum vmm_exit_kind exit_kind;
@@ -76,11 +81,16 @@ void vmm_syscall(struct vmm_process *process);
 void vmm_process_kill(struct vmm_process *process, int signal, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
-/* Blocks until the host descriptor is readable/writable; false if the wait
- * was interrupted by the timeout. */
-bool vmm_process_wait_host_fd(struct vmm_process *process, int fd, short events);
-
 /* Set by the timeout signal handler; checked wherever the VMM blocks. */
 extern volatile sig_atomic_t vmm_timeout_expired;
+
+/* Set by the control thread before it interrupts the vCPU thread: a
+ * blocking system call then gives up with VMM_ERESTART, to be restarted
+ * from the start after the pause, as Linux restarts an interrupted call. */
+extern volatile sig_atomic_t vmm_interrupt_pending;
+
+/* Internal result of a handler: "re-execute this system call later".  The
+ * guest never sees it: the dispatcher rewinds to the `syscall` instruction. */
+#define VMM_ERESTART 512
 
 #endif

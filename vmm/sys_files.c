@@ -50,13 +50,14 @@ static bool can_write(const struct vmm_file *file)
 }
 
 /* Waits for the timeout: what a single-threaded guest blocked forever on
- * itself (an empty pipe it also writes) would otherwise do. */
+ * itself (an empty pipe it also writes) would otherwise do.  A pause
+ * request ends the wait too, and the call is restarted afterwards. */
 static int64_t block_until_timeout(struct vmm_process *process)
 {
-	while (!vmm_timeout_expired)
+	int64_t rc;
+	while ((rc = guest_wait_interrupted(process)) == 0)
 		pause();
-	guest_timed_out(process);
-	return -EINTR;
+	return rc;
 }
 
 static int64_t sigpipe(struct vmm_process *process)
@@ -88,8 +89,9 @@ static int64_t file_read(struct vmm_process *process, struct vmm_file *file, voi
 				break;
 			if (errno != EINTR)
 				return -errno;
-			if (guest_timed_out(process))
-				return -EINTR;
+			int64_t interrupted = guest_wait_interrupted(process);
+			if (interrupted)
+				return interrupted;
 		}
 		return n;
 	case VMM_FILE_MEMFS:
@@ -160,8 +162,9 @@ static int64_t file_write(struct vmm_process *process, struct vmm_file *file, co
 			ssize_t n = write(file->host_fd, (const char *)buf + done, len - done);
 			if (n < 0) {
 				if (errno == EINTR) {
-					if (guest_timed_out(process))
-						break;
+					int64_t interrupted = guest_wait_interrupted(process);
+					if (interrupted)
+						return done ? (int64_t)done : interrupted;
 					continue;
 				}
 				if (errno == EPIPE && done == 0)
@@ -971,9 +974,12 @@ static int64_t do_poll(struct vmm_process *process, uint64_t fds_addr, uint64_t 
 	}
 	if (host_count > 0) {
 		int wait_ms = ready ? 0 : (timeout_ms < 0 ? -1 : (int)timeout_ms);
-		int n = poll(host, host_count, wait_ms);
-		if (n < 0 && errno == EINTR && guest_timed_out(process))
-			return -EINTR;
+		int n;
+		while ((n = poll(host, host_count, wait_ms)) < 0 && errno == EINTR) {
+			int64_t interrupted = guest_wait_interrupted(process);
+			if (interrupted)
+				return interrupted;
+		}
 		for (nfds_t h = 0; n > 0 && h < host_count; h++) {
 			fds[host_index[h]].revents = host[h].revents;
 			if (host[h].revents)
@@ -983,9 +989,11 @@ static int64_t do_poll(struct vmm_process *process, uint64_t fds_addr, uint64_t 
 		if (timeout_ms < 0)
 			return block_until_timeout(process);
 		struct timespec pause_for = {timeout_ms / 1000, (timeout_ms % 1000) * 1000000};
-		while (nanosleep(&pause_for, &pause_for) < 0 && errno == EINTR)
-			if (guest_timed_out(process))
-				return -EINTR;
+		while (nanosleep(&pause_for, &pause_for) < 0 && errno == EINTR) {
+			int64_t interrupted = guest_wait_interrupted(process);
+			if (interrupted)
+				return interrupted;
+		}
 	}
 	if (nfds && guest_copy_out(process, fds_addr, fds, nfds * sizeof *fds) < 0)
 		return -EFAULT;

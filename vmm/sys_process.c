@@ -253,15 +253,17 @@ SYSCALL(futex)
 				return -EINVAL;
 			int flags = op == FUTEX_WAIT_BITSET ? TIMER_ABSTIME : 0;
 			clockid_t clock = ((int)args[1] & FUTEX_CLOCK_REALTIME) ? CLOCK_REALTIME : CLOCK_MONOTONIC;
-			while (clock_nanosleep(clock, flags, &ts, flags ? NULL : &ts) == EINTR)
-				if (guest_timed_out(process))
-					return -EINTR;
+			while (clock_nanosleep(clock, flags, &ts, flags ? NULL : &ts) == EINTR) {
+				int64_t interrupted = guest_wait_interrupted(process);
+				if (interrupted)
+					return interrupted;
+			}
 			return -ETIMEDOUT;
 		}
-		while (!vmm_timeout_expired)
+		int64_t interrupted;
+		while ((interrupted = guest_wait_interrupted(process)) == 0)
 			pause();
-		guest_timed_out(process);
-		return -EINTR;
+		return interrupted;
 	}
 	case FUTEX_WAKE:
 	case FUTEX_WAKE_BITSET:

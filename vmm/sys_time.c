@@ -90,11 +90,11 @@ static int64_t sleep_on_host(struct vmm_process *process, int64_t clock, int fla
 			return 0;
 		if (rc != EINTR)
 			return -rc;
-		if (guest_timed_out(process)) {
-			if (rem_addr && !(flags & TIMER_ABSTIME))
-				guest_copy_out(process, rem_addr, &remaining, sizeof remaining);
-			return -EINTR;
-		}
+		int64_t interrupted = guest_wait_interrupted(process);
+		if (interrupted == -EINTR && rem_addr && !(flags & TIMER_ABSTIME))
+			guest_copy_out(process, rem_addr, &remaining, sizeof remaining);
+		if (interrupted)
+			return interrupted; /* a restarted sleep starts over */
 	}
 }
 

@@ -88,12 +88,13 @@ void vmm_syscall(struct vmm_process *process)
 	else if (process->trace)
 		fprintf(stderr, "ember-vmm: unimplemented system call %llu (%s) -> ENOSYS\n",
 			(unsigned long long)number, syscall_name(number));
-	if (process->trace && result < 0 && result != -ENOSYS)
+	if (process->trace && result < 0 && result != -ENOSYS && result != -VMM_ERESTART)
 		fprintf(stderr, "ember-vmm: %s(%#llx, %#llx, %#llx) -> %s\n", syscall_name(number),
 			(unsigned long long)args[0], (unsigned long long)args[1],
 			(unsigned long long)args[2], strerror((int)-result));
 	regs = vmm_vm_regs(&process->vm); /* a handler may have refreshed the cache */
-	regs->rax = (uint64_t)result;
+	process->restart_syscall = result == -VMM_ERESTART;
+	regs->rax = process->restart_syscall ? number : (uint64_t)result;
 	vmm_vm_regs_changed(&process->vm);
 }
 
@@ -151,6 +152,15 @@ int guest_path_at(struct vmm_process *process, int64_t dirfd, uint64_t addr, cha
 		base = dir->path;
 	}
 	return vmm_path_join(base, path, out);
+}
+
+int64_t guest_wait_interrupted(struct vmm_process *process)
+{
+	if (guest_timed_out(process))
+		return -EINTR;
+	if (vmm_interrupt_pending)
+		return -VMM_ERESTART;
+	return 0;
 }
 
 int guest_timed_out(struct vmm_process *process)

@@ -30,6 +30,11 @@ int guest_path_at(struct vmm_process *process, int64_t dirfd, uint64_t addr, cha
 /* True (and the exit recorded) if the timeout has fired: handlers that
  * block on the host call this when interrupted. */
 int guest_timed_out(struct vmm_process *process);
+/* For a blocking handler woken by a signal before it did anything: -EINTR
+ * if the timeout fired (the guest ends), -VMM_ERESTART if the control
+ * socket wants the vCPU (the call is restarted later), else 0 (keep
+ * waiting). */
+int64_t guest_wait_interrupted(struct vmm_process *process);
 
 #define SYSCALL(name) int64_t sys_##name(struct vmm_process *process, const uint64_t *args)
 

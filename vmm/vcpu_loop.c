@@ -20,6 +20,7 @@
 #include <sys/ioctl.h>
 #include <sys/time.h>
 
+#include "control.h"
 #include "guest_layout.h"
 
 /* RFLAGS bits user code may set: CF PF AF ZF SF TF DF OF AC ID. */
@@ -153,11 +154,14 @@ static int syscall_return(struct vmm_process *process, struct ember_error *err)
 		return 0;
 	}
 	uint64_t flags = (regs->r11 & USER_FLAGS_MASK) | RFLAGS_FIXED;
+	/* A restarted call returns to its own `syscall` instruction (2 bytes). */
+	uint64_t resume_at = process->restart_syscall ? regs->rcx - 2 : regs->rcx;
 	if (process->stub_runs_in_user_mode) {
-		regs->rip = regs->rcx;
+		regs->rip = resume_at;
 		regs->rflags = flags;
 	} else {
-		regs->r11 = flags; /* sysretq loads RFLAGS from r11 */
+		regs->rcx = resume_at; /* sysretq jumps to rcx... */
+		regs->r11 = flags;     /* ...and loads RFLAGS from r11 */
 	}
 	vmm_vm_regs_changed(&process->vm);
 	return 0;
@@ -203,6 +207,12 @@ int vmm_vcpu_run(struct vmm_process *process, struct ember_error *err)
 	struct vmm_vm *vm = &process->vm;
 	struct vmm_vvar *vvar = vmm_gpa_system(vm, GUEST_VVAR_ADDR, sizeof(struct vmm_vvar));
 	while (process->exit_kind == VMM_EXIT_RUNNING) {
+		if (vmm_interrupt_pending && process->control) {
+			/* A safe point: the last exit is fully handled. */
+			vmm_control_checkpoint(process->control);
+			if (process->exit_kind != VMM_EXIT_RUNNING)
+				break;
+		}
 		if (vmm_timeout_expired) {
 			process->exit_kind = VMM_EXIT_TIMEOUT;
 			break;

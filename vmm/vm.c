@@ -18,6 +18,7 @@
 #include <cpuid.h>
 
 #include "guest_layout.h"
+#include "snap_state.h"
 
 #define PTE_PRESENT 0x1ULL
 #define PTE_WRITE 0x2ULL
@@ -216,9 +217,6 @@ static int setup_special_registers(struct vmm_vm *vm, struct ember_error *err)
 	struct kvm_sregs sregs;
 	if (ioctl(vm->vcpu_fd, KVM_GET_SREGS, &sregs) < 0)
 		return ember_error_errno(err, errno, "KVM_GET_SREGS");
-	unsigned eax, ebx, ecx, edx;
-	__cpuid_count(7, 0, eax, ebx, ecx, edx);
-	vm->has_fsgsbase = ebx & 1;
 	sregs.cr0 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_AM | CR0_PG;
 	sregs.cr3 = GUEST_PML4_ADDR;
 	sregs.cr4 = CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT | CR4_OSXSAVE |
@@ -268,6 +266,76 @@ static int setup_msrs(struct vmm_vm *vm, struct ember_error *err)
 	return 0;
 }
 
+/* The part of creating a VM that fresh VMs and restored ones share: KVM,
+ * the VM, guest memory (anonymous, or `mem_fd` mapped copy-on-write), the
+ * vCPU and its run page.  Starts the CPUID query when `query` is given. */
+static int create_kvm_objects(struct vmm_vm *vm, int mem_fd, struct cpuid_query *query,
+			      pthread_t *cpuid_thread, bool *cpuid_thread_running, struct ember_error *err)
+{
+	vm->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (vm->kvm_fd < 0)
+		return ember_error_errno(err, errno, "open /dev/kvm");
+	int version = ioctl(vm->kvm_fd, KVM_GET_API_VERSION, 0);
+	if (version != KVM_API_VERSION)
+		return ember_error_set(err, "KVM API version %d, expected %d", version, KVM_API_VERSION);
+	if (query) {
+		query->kvm_fd = vm->kvm_fd;
+		query->table = calloc(1, sizeof(struct kvm_cpuid2) +
+					      CPUID_MAX_ENTRIES * sizeof(struct kvm_cpuid_entry2));
+		if (!query->table)
+			return ember_error_set(err, "allocate the CPUID table: out of memory");
+		if (pthread_create(cpuid_thread, NULL, query_supported_cpuid, query) != 0)
+			query_supported_cpuid(query); /* no thread: do it here */
+		else
+			*cpuid_thread_running = true;
+	}
+	vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
+	if (vm->vm_fd < 0)
+		return ember_error_errno(err, errno, "KVM_CREATE_VM");
+	if (mem_fd >= 0)
+		vm->mem = mmap(NULL, vm->mem_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE,
+			       mem_fd, 0);
+	else
+		vm->mem = mmap(NULL, vm->mem_size, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (vm->mem == MAP_FAILED) {
+		vm->mem = NULL;
+		return ember_error_errno(err, errno, "map %llu MiB of guest memory",
+					 (unsigned long long)(vm->mem_size >> 20));
+	}
+	vm->memory_from_file = mem_fd >= 0;
+	/* Huge host pages for fresh program memory: one fault per 2 MiB instead
+	 * of 512 first touches.  Not for the system pages, which are few. */
+	if (mem_fd < 0)
+		madvise(vm->mem + GUEST_SYSTEM_END, vm->mem_size - GUEST_SYSTEM_END, MADV_HUGEPAGE);
+	struct kvm_userspace_memory_region region = {
+		.slot = 0, .guest_phys_addr = 0, .memory_size = vm->mem_size,
+		.userspace_addr = (uint64_t)(uintptr_t)vm->mem,
+	};
+	if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &region) < 0)
+		return ember_error_errno(err, errno, "KVM_SET_USER_MEMORY_REGION");
+	vm->vcpu_fd = ioctl(vm->vm_fd, KVM_CREATE_VCPU, 0);
+	if (vm->vcpu_fd < 0)
+		return ember_error_errno(err, errno, "KVM_CREATE_VCPU");
+	int run_size = ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
+	if (run_size < (int)sizeof(struct kvm_run))
+		return ember_error_errno(err, errno, "KVM_GET_VCPU_MMAP_SIZE");
+	vm->run_size = (size_t)run_size;
+	vm->run = mmap(NULL, vm->run_size, PROT_READ | PROT_WRITE, MAP_SHARED, vm->vcpu_fd, 0);
+	if (vm->run == MAP_FAILED) {
+		vm->run = NULL;
+		return ember_error_errno(err, errno, "map the vCPU run page");
+	}
+	int sync = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_SYNC_REGS);
+	vm->sync_regs = sync > 0 && (sync & KVM_SYNC_X86_REGS);
+	if (vm->sync_regs)
+		vm->run->kvm_valid_regs = KVM_SYNC_X86_REGS;
+	unsigned eax, ebx, ecx, edx;
+	__cpuid_count(7, 0, eax, ebx, ecx, edx);
+	vm->has_fsgsbase = ebx & 1;
+	return 0;
+}
+
 int vmm_vm_create(struct vmm_vm *vm, uint64_t mem_size, const void *vdso, size_t vdso_size,
 		  struct ember_error *err)
 {
@@ -283,71 +351,8 @@ int vmm_vm_create(struct vmm_vm *vm, uint64_t mem_size, const void *vdso, size_t
 		return ember_error_set(err, "vDSO image of %zu bytes exceeds its %llu-byte slot", vdso_size,
 				       GUEST_VDSO_MAX_SIZE);
 	vm->mem_size = (mem_size + GUEST_LARGE_PAGE_SIZE - 1) & ~(GUEST_LARGE_PAGE_SIZE - 1);
-
-	vm->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
-	if (vm->kvm_fd < 0)
-		return ember_error_errno(err, errno, "open /dev/kvm");
-	int version = ioctl(vm->kvm_fd, KVM_GET_API_VERSION, 0);
-	if (version != KVM_API_VERSION) {
-		ember_error_set(err, "KVM API version %d, expected %d", version, KVM_API_VERSION);
+	if (create_kvm_objects(vm, -1, &query, &cpuid_thread, &cpuid_thread_running, err) < 0)
 		goto fail;
-	}
-	query.kvm_fd = vm->kvm_fd;
-	query.table = calloc(1, sizeof(struct kvm_cpuid2) +
-				     CPUID_MAX_ENTRIES * sizeof(struct kvm_cpuid_entry2));
-	if (!query.table) {
-		ember_error_set(err, "allocate the CPUID table: out of memory");
-		goto fail;
-	}
-	if (pthread_create(&cpuid_thread, NULL, query_supported_cpuid, &query) != 0)
-		query_supported_cpuid(&query); /* no thread: do it here */
-	else
-		cpuid_thread_running = true;
-	vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
-	if (vm->vm_fd < 0) {
-		ember_error_errno(err, errno, "KVM_CREATE_VM");
-		goto fail;
-	}
-	vm->mem = mmap(NULL, vm->mem_size, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (vm->mem == MAP_FAILED) {
-		vm->mem = NULL;
-		ember_error_errno(err, errno, "map %llu MiB of guest memory",
-				  (unsigned long long)(vm->mem_size >> 20));
-		goto fail;
-	}
-	/* Huge host pages for program memory: one fault per 2 MiB instead of
-	 * 512 first touches.  Not for the system pages, which are few. */
-	madvise(vm->mem + GUEST_SYSTEM_END, vm->mem_size - GUEST_SYSTEM_END, MADV_HUGEPAGE);
-	struct kvm_userspace_memory_region region = {
-		.slot = 0, .guest_phys_addr = 0, .memory_size = vm->mem_size,
-		.userspace_addr = (uint64_t)(uintptr_t)vm->mem,
-	};
-	if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &region) < 0) {
-		ember_error_errno(err, errno, "KVM_SET_USER_MEMORY_REGION");
-		goto fail;
-	}
-	vm->vcpu_fd = ioctl(vm->vm_fd, KVM_CREATE_VCPU, 0);
-	if (vm->vcpu_fd < 0) {
-		ember_error_errno(err, errno, "KVM_CREATE_VCPU");
-		goto fail;
-	}
-	int run_size = ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
-	if (run_size < (int)sizeof(struct kvm_run)) {
-		ember_error_errno(err, errno, "KVM_GET_VCPU_MMAP_SIZE");
-		goto fail;
-	}
-	vm->run_size = (size_t)run_size;
-	vm->run = mmap(NULL, vm->run_size, PROT_READ | PROT_WRITE, MAP_SHARED, vm->vcpu_fd, 0);
-	if (vm->run == MAP_FAILED) {
-		vm->run = NULL;
-		ember_error_errno(err, errno, "map the vCPU run page");
-		goto fail;
-	}
-	int sync = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_SYNC_REGS);
-	vm->sync_regs = sync > 0 && (sync & KVM_SYNC_X86_REGS);
-	if (vm->sync_regs)
-		vm->run->kvm_valid_regs = KVM_SYNC_X86_REGS;
 
 	build_page_tables(vm);
 	build_gdt_tss_idt(vm);
@@ -360,7 +365,7 @@ int vmm_vm_create(struct vmm_vm *vm, uint64_t mem_size, const void *vdso, size_t
 	if (setup_cpuid(vm, &query, err) < 0 || setup_special_registers(vm, err) < 0 ||
 	    setup_xcr0(vm, err) < 0 || setup_msrs(vm, err) < 0)
 		goto fail;
-	free(query.table);
+	vm->cpuid = query.table; /* kept: a snapshot records it */
 	return 0;
 fail:
 	if (cpuid_thread_running)
@@ -371,8 +376,110 @@ fail:
 	return -1;
 }
 
+int vmm_vm_restore(struct vmm_vm *vm, int mem_fd, uint64_t mem_size, const struct snap_vcpu *state,
+		   struct ember_error *err)
+{
+	memset(vm, 0, sizeof *vm);
+	vm->kvm_fd = vm->vm_fd = vm->vcpu_fd = -1;
+	vm->mem_size = mem_size;
+	if (create_kvm_objects(vm, mem_fd, NULL, NULL, NULL, err) < 0)
+		goto fail;
+	size_t cpuid_size = sizeof(struct kvm_cpuid2) + state->cpuid_count * sizeof(struct kvm_cpuid_entry2);
+	vm->cpuid = calloc(1, cpuid_size);
+	if (!vm->cpuid) {
+		ember_error_set(err, "allocate the CPUID table: out of memory");
+		goto fail;
+	}
+	vm->cpuid->nent = state->cpuid_count;
+	memcpy(vm->cpuid->entries, state->cpuid, state->cpuid_count * sizeof(struct kvm_cpuid_entry2));
+	struct {
+		struct kvm_msrs header;
+		struct kvm_msr_entry entries[SNAP_MAX_MSRS];
+	} msrs;
+	memset(&msrs, 0, sizeof msrs);
+	msrs.header.nmsrs = state->msr_count;
+	for (uint32_t i = 0; i < state->msr_count; i++) {
+		msrs.entries[i].index = state->msrs[i].index;
+		msrs.entries[i].data = state->msrs[i].data;
+	}
+	struct kvm_xsave xsave = state->xsave;
+	struct kvm_xcrs xcrs = state->xcrs;
+	struct kvm_sregs sregs = state->sregs;
+	struct kvm_regs regs = state->regs;
+	if (ioctl(vm->vcpu_fd, KVM_SET_CPUID2, vm->cpuid) < 0)
+		ember_error_errno(err, errno, "KVM_SET_CPUID2");
+	else if (ioctl(vm->vcpu_fd, KVM_SET_SREGS, &sregs) < 0)
+		ember_error_errno(err, errno, "KVM_SET_SREGS");
+	else if (ioctl(vm->vcpu_fd, KVM_SET_XCRS, &xcrs) < 0)
+		ember_error_errno(err, errno, "KVM_SET_XCRS");
+	else if (ioctl(vm->vcpu_fd, KVM_SET_XSAVE, &xsave) < 0)
+		ember_error_errno(err, errno, "KVM_SET_XSAVE");
+	else if (ioctl(vm->vcpu_fd, KVM_SET_MSRS, &msrs) != (int)state->msr_count)
+		ember_error_set(err, "KVM_SET_MSRS refused a saved MSR");
+	else if (ioctl(vm->vcpu_fd, KVM_SET_REGS, &regs) < 0)
+		ember_error_errno(err, errno, "KVM_SET_REGS");
+	else {
+		vm->regs_cache = regs;
+		return 0;
+	}
+fail:
+	ember_error_wrap(err, "restore KVM virtual machine");
+	vmm_vm_destroy(vm);
+	return -1;
+}
+
+int vmm_vm_save_vcpu(struct vmm_vm *vm, struct snap_vcpu *state, struct ember_error *err)
+{
+	/* Complete whatever the last exit left pending (an `out` not yet
+	 * retired) and push changed registers, without entering the guest. */
+	vm->run->immediate_exit = 1;
+	if (vmm_vm_flush_regs(vm, err) < 0)
+		return -1;
+	int rc = ioctl(vm->vcpu_fd, KVM_RUN, 0);
+	vm->run->immediate_exit = 0;
+	if (rc == 0 || (errno != EINTR && errno != EAGAIN))
+		return ember_error_errno(err, rc == 0 ? EPROTO : errno, "settle the vCPU before saving");
+	memset(state, 0, sizeof *state);
+	static const uint32_t saved_msrs[] = {MSR_STAR, MSR_LSTAR, MSR_CSTAR, MSR_SFMASK,
+					      MSR_FS_BASE, MSR_GS_BASE, MSR_KERNEL_GS_BASE};
+	struct {
+		struct kvm_msrs header;
+		struct kvm_msr_entry entries[7];
+	} msrs;
+	memset(&msrs, 0, sizeof msrs);
+	msrs.header.nmsrs = 7;
+	for (int i = 0; i < 7; i++)
+		msrs.entries[i].index = saved_msrs[i];
+	if (ioctl(vm->vcpu_fd, KVM_GET_REGS, &state->regs) < 0)
+		return ember_error_errno(err, errno, "KVM_GET_REGS");
+	if (ioctl(vm->vcpu_fd, KVM_GET_SREGS, &state->sregs) < 0)
+		return ember_error_errno(err, errno, "KVM_GET_SREGS");
+	if (ioctl(vm->vcpu_fd, KVM_GET_XSAVE, &state->xsave) < 0)
+		return ember_error_errno(err, errno, "KVM_GET_XSAVE");
+	if (ioctl(vm->vcpu_fd, KVM_GET_XCRS, &state->xcrs) < 0)
+		return ember_error_errno(err, errno, "KVM_GET_XCRS");
+	if (ioctl(vm->vcpu_fd, KVM_GET_MSRS, &msrs) != 7)
+		return ember_error_errno(err, errno, "KVM_GET_MSRS");
+	state->msr_count = 7;
+	for (int i = 0; i < 7; i++) {
+		state->msrs[i].index = msrs.entries[i].index;
+		state->msrs[i].data = msrs.entries[i].data;
+	}
+	state->cpuid_count = vm->cpuid ? vm->cpuid->nent : 0;
+	if (state->cpuid_count > SNAP_MAX_CPUID)
+		return ember_error_set(err, "CPUID table of %u entries is too large to save", state->cpuid_count);
+	if (state->cpuid_count)
+		memcpy(state->cpuid, vm->cpuid->entries, state->cpuid_count * sizeof(struct kvm_cpuid_entry2));
+	vm->regs_cache = state->regs;
+	if (vm->sync_regs)
+		vm->run->s.regs.regs = state->regs;
+	return 0;
+}
+
 void vmm_vm_destroy(struct vmm_vm *vm)
 {
+	free(vm->cpuid);
+	vm->cpuid = NULL;
 	if (vm->run)
 		munmap(vm->run, vm->run_size);
 	if (vm->mem)

@@ -26,9 +26,13 @@ struct vmm_vm {
 	uint64_t mem_size;    /* a multiple of 2 MiB */
 	bool sync_regs;       /* KVM_CAP_SYNC_REGS: registers travel in `run` */
 	bool has_fsgsbase;
+	bool memory_from_file; /* restored: guest memory is a private file mapping */
+	struct kvm_cpuid2 *cpuid;   /* the table given to KVM_SET_CPUID2 (owned) */
 	struct kvm_regs regs_cache; /* used when sync regs are unavailable */
 	bool regs_dirty;
 };
+
+struct snap_vcpu;
 
 /* Creates the VM, its memory (mem_size bytes, rounded up to 2 MiB, between
  * GUEST_MEM_MIN and GUEST_MEM_MAX), its vCPU and the system structures, and
@@ -37,6 +41,17 @@ struct vmm_vm {
  * On failure returns -1 with `err` set and leaves nothing open. */
 int vmm_vm_create(struct vmm_vm *vm, uint64_t mem_size, const void *vdso, size_t vdso_size,
 		  struct ember_error *err);
+
+/* Creates a VM whose memory is `mem_fd` (mem_size bytes) mapped
+ * MAP_PRIVATE, copy-on-write, nothing read up front; the vCPU gets the
+ * saved state (registers, special registers, FPU/XSAVE, XCRs, MSRs, CPUID
+ * table).  The state must have been validated by snap_state_decode(). */
+int vmm_vm_restore(struct vmm_vm *vm, int mem_fd, uint64_t mem_size, const struct snap_vcpu *state,
+		   struct ember_error *err);
+
+/* Captures the vCPU's state for a snapshot, after completing any pending
+ * exit so the state is consistent.  The vCPU must be stopped. */
+int vmm_vm_save_vcpu(struct vmm_vm *vm, struct snap_vcpu *state, struct ember_error *err);
 
 /* Releases everything vmm_vm_create() made.  Safe on a zeroed struct. */
 void vmm_vm_destroy(struct vmm_vm *vm);

@@ -4,7 +4,7 @@
  * argv / environment / auxiliary vector the ELF loader laid out.
  *
  * The VM suite runs it as: /bin/process one "two words" with
- * --env EMBER_TEST=yes. */
+ * --env EMBER_TEST=yes and --trace. */
 #define _GNU_SOURCE
 #include <asm/prctl.h>
 #include <sched.h>
@@ -246,6 +246,19 @@ static void test_startup(int argc, char **argv, char **envp)
 	CHECKF("start: zero word above the strings", top == 0, "got %#lx", top);
 }
 
+/* Numbers no kernel serves answer ENOSYS (the suite runs this with --trace
+ * and looks for kexec_load on stderr). */
+static void test_unknown_calls(void)
+{
+	CHECK_ERR("enosys: number 500", sys(500), ENOSYS);
+	CHECK_ERR("enosys: number -1", sys(-1L), ENOSYS);
+	CHECK_ERR("enosys: number 2^32-1", sys(0xffffffffL), ENOSYS);
+	CHECK_ERR("enosys: x32 getpid", sys(0x40000000L + SYS_getpid), ENOSYS);
+	CHECK_ERR_ANY("enosys: kexec_load refused", sys(SYS_kexec_load, 0, 0, 0, 0), ENOSYS, EPERM,
+		      EPERM);
+	CHECK_EQ("enosys: system calls still work", sys(SYS_getpid), getpid());
+}
+
 int main(int argc, char **argv, char **envp)
 {
 	test_startup(argc, argv, envp);
@@ -255,5 +268,6 @@ int main(int argc, char **argv, char **envp)
 	test_limits();
 	test_fs_base();
 	test_random();
+	test_unknown_calls();
 	return gt_done();
 }

@@ -1,0 +1,654 @@
+/* Snapshot save and restore of the VMM kernel's state (snapshot.h).
+ *
+ * Capture turns live objects into the plain struct snap_state: /tmp nodes,
+ * pipes and open file descriptions get indices (shared descriptions stay
+ * shared), host files record their identity (size, mtime) so a restore can
+ * refuse one that changed.  Guest memory goes to its own sparse file.
+ * Restore runs the other way from a state that snap_state_decode() has
+ * already validated. */
+#include "snapshot.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "guest_layout.h"
+#include "memfs.h"
+#include "pipe.h"
+#include "snap_state.h"
+
+/* ---- capture ------------------------------------------------------------ */
+
+struct capture {
+	struct snap_state *state;
+	struct vmm_memfs_node **nodes; /* index -> node */
+	uint32_t node_capacity;
+	struct vmm_pipe **pipes;
+	struct vmm_file **files;
+};
+
+static int add_node(struct capture *c, struct vmm_memfs_node *node, uint32_t parent)
+{
+	struct snap_state *s = c->state;
+	if (s->node_count == c->node_capacity) {
+		uint32_t capacity = c->node_capacity ? c->node_capacity * 2 : 64;
+		struct snap_node *nodes = realloc(s->nodes, capacity * sizeof *nodes);
+		struct vmm_memfs_node **live = realloc(c->nodes, capacity * sizeof *live);
+		if (nodes)
+			s->nodes = nodes;
+		if (live)
+			c->nodes = live;
+		if (!nodes || !live)
+			return -1;
+		c->node_capacity = capacity;
+	}
+	struct snap_node *n = &s->nodes[s->node_count];
+	memset(n, 0, sizeof *n);
+	n->parent = parent;
+	snprintf(n->name, sizeof n->name, "%s", node->name);
+	n->is_dir = node->is_dir;
+	n->mode = node->mode;
+	n->mtime_sec = node->mtime.tv_sec;
+	n->mtime_nsec = node->mtime.tv_nsec;
+	n->size = node->is_dir ? 0 : node->size;
+	if (n->size) {
+		n->data = malloc(n->size);
+		if (!n->data)
+			return -1;
+		memcpy(n->data, node->data, n->size);
+	}
+	node->save_index = s->node_count;
+	c->nodes[s->node_count++] = node;
+	return 0;
+}
+
+/* Preorder: every parent is saved before its children. */
+static int capture_tree(struct capture *c, struct vmm_memfs_node *dir, uint32_t dir_index)
+{
+	for (struct vmm_memfs_node *child = dir->first_child; child; child = child->next_sibling) {
+		if (add_node(c, child, dir_index) < 0)
+			return -1;
+		if (child->is_dir && capture_tree(c, child, child->save_index) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static uint32_t node_index(struct capture *c, struct vmm_memfs_node *node)
+{
+	uint32_t i = node->save_index;
+	if (i < c->state->node_count && c->nodes[i] == node)
+		return i;
+	/* Not in the tree: unlinked but still open. */
+	if (add_node(c, node, SNAP_NODE_UNLINKED) < 0)
+		return UINT32_MAX;
+	return c->state->node_count - 1;
+}
+
+static int capture_files(struct capture *c, struct vmm_process *process, struct ember_error *err)
+{
+	struct snap_state *s = c->state;
+	c->files = calloc(VMM_FD_MAX, sizeof *c->files);
+	c->pipes = calloc(VMM_FD_MAX, sizeof *c->pipes);
+	s->files = calloc(VMM_FD_MAX, sizeof *s->files);
+	s->fds = calloc(VMM_FD_MAX, sizeof *s->fds);
+	s->pipes = calloc(VMM_FD_MAX, sizeof *s->pipes);
+	if (!c->files || !c->pipes || !s->files || !s->fds || !s->pipes)
+		return ember_error_set(err, "out of memory");
+	for (int fd = 0; fd < VMM_FD_MAX; fd++) {
+		struct vmm_fd_slot *slot = vmm_fd_slot(&process->fds, (uint64_t)fd);
+		if (!slot)
+			continue;
+		uint32_t index = 0;
+		while (index < s->file_count && c->files[index] != slot->file)
+			index++;
+		if (index == s->file_count) {
+			struct vmm_file *file = slot->file;
+			struct snap_file *f = &s->files[s->file_count];
+			c->files[s->file_count++] = file;
+			f->kind = (uint32_t)file->kind;
+			f->flags = file->flags;
+			f->offset = file->offset;
+			snprintf(f->path, sizeof f->path, "%s", file->path ? file->path : "");
+			switch (file->kind) {
+			case VMM_FILE_HOST:
+			case VMM_FILE_HOST_DIR: {
+				struct stat st;
+				if (fstat(file->host_fd, &st) < 0)
+					return ember_error_errno(err, errno, "stat open file `%s`", f->path);
+				f->host_size = (uint64_t)st.st_size;
+				f->host_mtime_sec = st.st_mtim.tv_sec;
+				f->host_mtime_nsec = st.st_mtim.tv_nsec;
+				if (file->kind == VMM_FILE_HOST_DIR) {
+					off_t position = lseek(file->host_fd, 0, SEEK_CUR);
+					f->offset = position < 0 ? 0 : (uint64_t)position;
+				}
+				break;
+			}
+			case VMM_FILE_STDIO:
+				f->stdio_fd = (uint32_t)file->host_fd;
+				break;
+			case VMM_FILE_MEMFS:
+			case VMM_FILE_MEMFS_DIR:
+				f->node = node_index(c, file->node);
+				if (f->node == UINT32_MAX)
+					return ember_error_set(err, "out of memory");
+				break;
+			case VMM_FILE_PIPE_READ:
+			case VMM_FILE_PIPE_WRITE: {
+				uint32_t p = 0;
+				while (p < s->pipe_count && c->pipes[p] != file->pipe)
+					p++;
+				if (p == s->pipe_count) {
+					c->pipes[s->pipe_count] = file->pipe;
+					struct snap_pipe *sp = &s->pipes[s->pipe_count++];
+					sp->length = file->pipe->length;
+					if (sp->length) {
+						sp->bytes = malloc(sp->length);
+						if (!sp->bytes)
+							return ember_error_set(err, "out of memory");
+						/* Copy without consuming: read, then put back. */
+						struct vmm_pipe copy = *file->pipe;
+						vmm_pipe_read(&copy, sp->bytes, sp->length);
+					}
+				}
+				f->pipe = p;
+				break;
+			}
+			case VMM_FILE_SOCKET:
+				f->socket_domain = (uint32_t)file->socket_domain;
+				f->socket_type = (uint32_t)file->socket_type;
+				break;
+			case VMM_FILE_SYNTHETIC:
+				f->data_size = file->size;
+				if (file->size) {
+					f->data = malloc(file->size);
+					if (!f->data)
+						return ember_error_set(err, "out of memory");
+					memcpy(f->data, file->data, file->size);
+				}
+				break;
+			default:
+				break;
+			}
+		}
+		struct snap_fd *d = &s->fds[s->fd_count++];
+		d->fd = (uint32_t)fd;
+		d->file = index;
+		d->cloexec = slot->cloexec;
+	}
+	return 0;
+}
+
+static int capture(struct vmm_process *process, struct snap_state *s, struct ember_error *err)
+{
+	memset(s, 0, sizeof *s);
+	snap_cpu_identify(&s->cpu);
+	s->cpu.stub_user_mode = process->stub_runs_in_user_mode;
+	if (vmm_vm_save_vcpu(&process->vm, &s->vcpu, err) < 0)
+		return -1;
+
+	struct snap_process *p = &s->process;
+	snprintf(p->root_path, sizeof p->root_path, "%s", process->layers.root_path);
+	snprintf(p->task_path, sizeof p->task_path, "%s", process->layers.task_path);
+	snprintf(p->cwd, sizeof p->cwd, "%s", process->cwd);
+	snprintf(p->exe_path, sizeof p->exe_path, "%s", process->layers.exe_path);
+	p->umask = process->umask;
+	p->tid_address = process->tid_address;
+	p->fs_base = process->fs_base;
+	p->gs_base = process->gs_base;
+	p->signal_mask = process->signal_mask;
+	for (int sig = 1; sig <= SNAP_SIGNALS; sig++) {
+		p->actions[sig].handler = process->signal_actions[sig].handler;
+		p->actions[sig].flags = process->signal_actions[sig].flags;
+		p->actions[sig].restorer = process->signal_actions[sig].restorer;
+		p->actions[sig].mask = process->signal_actions[sig].mask;
+	}
+	memcpy(p->altstack, process->altstack, sizeof p->altstack);
+	memcpy(p->thread_name, process->thread_name, sizeof p->thread_name);
+
+	struct vmm_memory_map *mm = &process->mm;
+	struct snap_memory *m = &s->memory;
+	m->mem_size = process->vm.mem_size;
+	m->brk_start = mm->brk_start;
+	m->brk_current = mm->brk_current;
+	m->stack_low = mm->stack_low;
+	m->stack_top = mm->stack_top;
+	m->mmap_top = mm->mmap_top;
+	m->region_count = (uint32_t)mm->count;
+	m->regions = calloc(mm->count ? mm->count : 1, sizeof *m->regions);
+	if (!m->regions)
+		return ember_error_set(err, "out of memory");
+	for (size_t i = 0; i < mm->count; i++) {
+		m->regions[i].start = mm->regions[i].start;
+		m->regions[i].end = mm->regions[i].end;
+		m->regions[i].prot = mm->regions[i].prot;
+		m->regions[i].flags = mm->regions[i].flags;
+	}
+
+	struct capture c = {.state = s};
+	int rc = -1;
+	if (add_node(&c, process->layers.tmp.root, SNAP_NODE_ROOT) < 0 ||
+	    capture_tree(&c, process->layers.tmp.root, 0) < 0)
+		ember_error_set(err, "save /tmp: out of memory");
+	else if (capture_files(&c, process, err) == 0)
+		rc = 0;
+	free(c.nodes);
+	free(c.pipes);
+	free(c.files);
+	if (rc < 0)
+		return -1;
+
+	struct timespec now;
+	if (vmm_clock_guest_time(&process->clock, CLOCK_MONOTONIC, &now) < 0)
+		clock_gettime(CLOCK_MONOTONIC, &now);
+	s->monotonic_ns = now.tv_sec * 1000000000LL + now.tv_nsec;
+	clock_gettime(CLOCK_REALTIME, &now);
+	s->realtime_ns = now.tv_sec * 1000000000LL + now.tv_nsec;
+	return 0;
+}
+
+/* ---- writing the directory ---------------------------------------------- */
+
+static int write_all(int fd, const void *data, size_t length, off_t offset)
+{
+	size_t done = 0;
+	while (done < length) {
+		ssize_t n = pwrite(fd, (const char *)data + done, length - done, offset + (off_t)done);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -1;
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+static bool page_is_zero(const uint8_t *page)
+{
+	const uint64_t *words = (const uint64_t *)page;
+	uint64_t any = 0;
+	for (size_t i = 0; i < GUEST_PAGE_SIZE / 8; i++)
+		any |= words[i];
+	return any == 0;
+}
+
+/* Writes guest memory sparsely: only non-zero pages are written.  For
+ * fresh (anonymous) memory, pages never touched are not resident and known
+ * to be zero, so mincore() lets us skip them without reading. */
+static int write_memory(struct vmm_vm *vm, int fd, struct ember_error *err)
+{
+	if (ftruncate(fd, (off_t)vm->mem_size) < 0)
+		return ember_error_errno(err, errno, "size the memory file");
+	const size_t chunk = 2 << 20;
+	unsigned char resident[512];
+	for (uint64_t base = 0; base < vm->mem_size; base += chunk) {
+		uint8_t *host = vmm_gpa_system(vm, base, chunk);
+		bool check_residency = !vm->memory_from_file;
+		if (check_residency && mincore(host, chunk, resident) < 0)
+			check_residency = false;
+		uint64_t run_start = 0, run_length = 0;
+		for (size_t page = 0; page <= chunk / GUEST_PAGE_SIZE; page++) {
+			bool data = page < chunk / GUEST_PAGE_SIZE &&
+				    (!check_residency || (resident[page] & 1)) &&
+				    !page_is_zero(host + page * GUEST_PAGE_SIZE);
+			if (data) {
+				if (run_length == 0)
+					run_start = page * GUEST_PAGE_SIZE;
+				run_length += GUEST_PAGE_SIZE;
+				continue;
+			}
+			if (run_length && write_all(fd, host + run_start, run_length, (off_t)(base + run_start)) < 0)
+				return ember_error_errno(err, errno, "write guest memory at %#llx",
+							 (unsigned long long)(base + run_start));
+			run_length = 0;
+		}
+	}
+	return 0;
+}
+
+static int write_file(const char *dir, const char *name, const void *data, size_t length,
+		      struct ember_error *err)
+{
+	char path[PATH_MAX];
+	snprintf(path, sizeof path, "%s/%s", dir, name);
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return ember_error_errno(err, errno, "create `%s`", path);
+	int rc = 0;
+	if (write_all(fd, data, length, 0) < 0 || fsync(fd) < 0)
+		rc = ember_error_errno(err, errno, "write `%s`", path);
+	close(fd);
+	return rc;
+}
+
+static int fsync_directory(const char *dir, struct ember_error *err)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || fsync(fd) < 0) {
+		int e = errno;
+		if (fd >= 0)
+			close(fd);
+		return ember_error_errno(err, e, "fsync directory `%s`", dir);
+	}
+	close(fd);
+	return 0;
+}
+
+int vmm_snapshot_save(struct vmm_process *process, const char *dir, struct ember_error *err)
+{
+	if (dir[0] != '/' || strlen(dir) + 32 > PATH_MAX)
+		return ember_error_set(err, "snapshot directory `%s` must be an absolute path", dir);
+	struct stat st;
+	if (lstat(dir, &st) == 0)
+		return ember_error_set(err, "snapshot directory `%s` already exists", dir);
+	char parent[PATH_MAX], temporary[PATH_MAX];
+	snprintf(parent, sizeof parent, "%s", dir);
+	char *slash = strrchr(parent, '/');
+	slash[slash == parent ? 1 : 0] = '\0';
+	snprintf(temporary, sizeof temporary, "%s.tmp-XXXXXX", dir);
+	if (!mkdtemp(temporary))
+		return ember_error_errno(err, errno, "create a temporary directory beside `%s`", dir);
+	chmod(temporary, 0755); /* mkdtemp makes it private; snapshots are read by pool VMMs */
+
+	struct snap_state state;
+	uint8_t *encoded = NULL;
+	size_t encoded_length = 0;
+	int rc = -1;
+	char path[PATH_MAX];
+	snprintf(path, sizeof path, "%s/%s", temporary, SNAP_MEMORY_FILE);
+	int memory_fd = -1;
+	if (capture(process, &state, err) < 0)
+		goto out;
+	if (snap_state_encode(&state, &encoded, &encoded_length, err) < 0)
+		goto out;
+	memory_fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (memory_fd < 0) {
+		ember_error_errno(err, errno, "create `%s`", path);
+		goto out;
+	}
+	if (write_memory(&process->vm, memory_fd, err) < 0)
+		goto out;
+	if (fsync(memory_fd) < 0) {
+		ember_error_errno(err, errno, "fsync `%s`", path);
+		goto out;
+	}
+	if (write_file(temporary, SNAP_STATE_FILE, encoded, encoded_length, err) < 0 ||
+	    fsync_directory(temporary, err) < 0)
+		goto out;
+	if (rename(temporary, dir) < 0) {
+		ember_error_errno(err, errno, "rename `%s` to `%s`", temporary, dir);
+		goto out;
+	}
+	if (fsync_directory(parent, err) < 0)
+		goto out;
+	rc = 0;
+out:
+	if (memory_fd >= 0)
+		close(memory_fd);
+	free(encoded);
+	snap_state_free(&state);
+	if (rc < 0) {
+		snprintf(path, sizeof path, "%s/%s", temporary, SNAP_MEMORY_FILE);
+		unlink(path);
+		snprintf(path, sizeof path, "%s/%s", temporary, SNAP_STATE_FILE);
+		unlink(path);
+		rmdir(temporary);
+		return ember_error_wrap(err, "snapshot to `%s`", dir);
+	}
+	return 0;
+}
+
+/* ---- restore -------------------------------------------------------------- */
+
+static int restore_memory_map(struct vmm_process *process, const struct snap_memory *m,
+			      struct ember_error *err)
+{
+	struct vmm_memory_map *mm = &process->mm;
+	vmm_mm_init(mm, &process->vm);
+	mm->brk_start = m->brk_start;
+	mm->brk_current = m->brk_current;
+	mm->stack_low = m->stack_low;
+	mm->stack_top = m->stack_top;
+	mm->mmap_top = m->mmap_top;
+	mm->regions = calloc(m->region_count ? m->region_count : 1, sizeof *mm->regions);
+	if (!mm->regions)
+		return ember_error_set(err, "out of memory for the memory map");
+	mm->capacity = m->region_count ? m->region_count : 1;
+	for (uint32_t i = 0; i < m->region_count; i++) {
+		mm->regions[i].start = m->regions[i].start;
+		mm->regions[i].end = m->regions[i].end;
+		mm->regions[i].prot = m->regions[i].prot;
+		mm->regions[i].flags = m->regions[i].flags;
+		mm->mapped_bytes += m->regions[i].end - m->regions[i].start;
+	}
+	mm->count = m->region_count;
+	uint64_t heap = mm->brk_current - mm->brk_start;
+	if (mm->mapped_bytes + heap > mm->limit_bytes)
+		return ember_error_set(err, "the memory map exceeds guest memory");
+	return 0;
+}
+
+static int restore_tmp(struct vmm_process *process, const struct snap_state *s,
+		       struct vmm_memfs_node **nodes, struct ember_error *err)
+{
+	struct vmm_memfs *fs = &process->layers.tmp;
+	if (vmm_memfs_init(fs, &process->mm) < 0)
+		return ember_error_set(err, "create /tmp: out of memory");
+	nodes[0] = fs->root;
+	fs->root->mode = s->nodes[0].mode;
+	for (uint32_t i = 1; i < s->node_count; i++) {
+		const struct snap_node *n = &s->nodes[i];
+		struct vmm_memfs_node *node;
+		int rc;
+		if (n->parent == SNAP_NODE_UNLINKED) {
+			rc = vmm_memfs_create_unlinked(fs, n->name, n->is_dir, n->mode, &node);
+		} else {
+			rc = vmm_memfs_create_in(fs, nodes[n->parent], n->name, n->is_dir, n->mode, &node);
+		}
+		if (rc == 0 && n->size)
+			rc = vmm_memfs_write(node, 0, n->data, n->size) < 0 ? -ENOSPC : 0;
+		if (rc < 0)
+			return ember_error_errno(err, -rc, "restore /tmp node `%s`", n->name);
+		node->mtime.tv_sec = n->mtime_sec;
+		node->mtime.tv_nsec = n->mtime_nsec;
+		nodes[i] = node;
+	}
+	return 0;
+}
+
+static int reopen_layer_file(struct vmm_process *process, const struct snap_file *f,
+			     struct vmm_file *file, struct ember_error *err)
+{
+	struct vmm_place place;
+	vmm_path_place(&process->layers, f->path, &place);
+	if (place.kind != VMM_PLACE_LAYER)
+		return ember_error_set(err, "open file `%s` is not in a layer", f->path);
+	int fd = vmm_layer_open(place.layer_fd, place.rel, f->kind == VMM_FILE_HOST_DIR ? O_DIRECTORY : 0);
+	if (fd < 0)
+		return ember_error_errno(err, -fd, "re-open `%s` in its layer", f->path);
+	file->host_fd = fd;
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return ember_error_errno(err, errno, "stat `%s`", f->path);
+	if (S_ISDIR(st.st_mode) != (f->kind == VMM_FILE_HOST_DIR) || (uint64_t)st.st_size != f->host_size ||
+	    st.st_mtim.tv_sec != f->host_mtime_sec || st.st_mtim.tv_nsec != f->host_mtime_nsec)
+		return ember_error_set(err, "file `%s` changed since the snapshot (size or modification time "
+				       "differ)", f->path);
+	if (f->kind == VMM_FILE_HOST_DIR && f->offset && lseek(fd, (off_t)f->offset, SEEK_SET) < 0)
+		return ember_error_errno(err, errno, "restore the position in directory `%s`", f->path);
+	return 0;
+}
+
+static int restore_files(struct vmm_process *process, const struct snap_state *s,
+			 struct vmm_memfs_node **nodes, struct ember_error *err)
+{
+	struct vmm_pipe **pipes = calloc(s->pipe_count ? s->pipe_count : 1, sizeof *pipes);
+	struct vmm_file **files = calloc(s->file_count ? s->file_count : 1, sizeof *files);
+	int rc = -1;
+	if (!pipes || !files) {
+		ember_error_set(err, "out of memory");
+		goto out;
+	}
+	for (uint32_t i = 0; i < s->pipe_count; i++) {
+		pipes[i] = vmm_pipe_new();
+		if (!pipes[i]) {
+			ember_error_set(err, "out of memory");
+			goto out;
+		}
+		pipes[i]->readers = pipes[i]->writers = 0;
+		vmm_pipe_write(pipes[i], s->pipes[i].bytes, s->pipes[i].length);
+	}
+	for (uint32_t i = 0; i < s->file_count; i++) {
+		const struct snap_file *f = &s->files[i];
+		struct vmm_file *file = vmm_file_new((enum vmm_file_kind)f->kind, f->flags);
+		if (!file || (f->path[0] && !(file->path = strdup(f->path)))) {
+			vmm_file_unref(file);
+			ember_error_set(err, "out of memory");
+			goto out;
+		}
+		files[i] = file;
+		file->offset = f->offset;
+		switch (file->kind) {
+		case VMM_FILE_HOST:
+		case VMM_FILE_HOST_DIR:
+			if (reopen_layer_file(process, f, file, err) < 0)
+				goto out;
+			break;
+		case VMM_FILE_STDIO:
+			file->host_fd = (int)f->stdio_fd;
+			break;
+		case VMM_FILE_MEMFS:
+		case VMM_FILE_MEMFS_DIR:
+			file->node = vmm_memfs_node_ref(nodes[f->node]);
+			break;
+		case VMM_FILE_PIPE_READ:
+			file->pipe = pipes[f->pipe];
+			file->pipe->readers++;
+			break;
+		case VMM_FILE_PIPE_WRITE:
+			file->pipe = pipes[f->pipe];
+			file->pipe->writers++;
+			break;
+		case VMM_FILE_SOCKET:
+			file->socket_domain = (int)f->socket_domain;
+			file->socket_type = (int)f->socket_type;
+			break;
+		case VMM_FILE_SYNTHETIC:
+			if (f->data_size) {
+				file->data = malloc(f->data_size);
+				if (!file->data) {
+					ember_error_set(err, "out of memory");
+					goto out;
+				}
+				memcpy(file->data, f->data, f->data_size);
+				file->size = f->data_size;
+			}
+			break;
+		default:
+			break;
+		}
+	}
+	for (uint32_t i = 0; i < s->fd_count; i++) {
+		const struct snap_fd *d = &s->fds[i];
+		vmm_fd_install_at(&process->fds, vmm_file_ref(files[d->file]), (int)d->fd, d->cloexec);
+	}
+	rc = 0;
+out:
+	for (uint32_t i = 0; files && i < s->file_count; i++)
+		vmm_file_unref(files[i]); /* the table holds the references now */
+	/* A pipe no file refers to would leak; decode guarantees none. */
+	free(files);
+	free(pipes);
+	return rc;
+}
+
+static void restore_process_fields(struct vmm_process *process, const struct snap_process *p)
+{
+	snprintf(process->cwd, sizeof process->cwd, "%s", p->cwd);
+	snprintf(process->layers.exe_path, sizeof process->layers.exe_path, "%s", p->exe_path);
+	process->umask = p->umask;
+	process->tid_address = p->tid_address;
+	process->fs_base = p->fs_base;
+	process->gs_base = p->gs_base;
+	process->signal_mask = p->signal_mask;
+	for (int sig = 1; sig <= SNAP_SIGNALS; sig++) {
+		process->signal_actions[sig].handler = p->actions[sig].handler;
+		process->signal_actions[sig].flags = p->actions[sig].flags;
+		process->signal_actions[sig].restorer = p->actions[sig].restorer;
+		process->signal_actions[sig].mask = p->actions[sig].mask;
+	}
+	memcpy(process->altstack, p->altstack, sizeof process->altstack);
+	memcpy(process->thread_name, p->thread_name, sizeof process->thread_name);
+}
+
+int vmm_snapshot_restore(struct vmm_process *process, const char *dir, struct ember_error *err)
+{
+	char path[PATH_MAX];
+	struct snap_state state;
+	snprintf(path, sizeof path, "%s/%s", dir, SNAP_STATE_FILE);
+	if (snap_state_load(path, &state, err) < 0)
+		return ember_error_wrap(err, "restore `%s`", dir);
+	int rc = -1;
+	int memory_fd = -1;
+	struct vmm_memfs_node **nodes = NULL;
+	if (snap_cpu_check(&state.cpu, err) < 0)
+		goto out;
+	snprintf(path, sizeof path, "%s/%s", dir, SNAP_MEMORY_FILE);
+	memory_fd = open(path, O_RDONLY | O_CLOEXEC);
+	struct stat st;
+	if (memory_fd < 0 || fstat(memory_fd, &st) < 0) {
+		ember_error_errno(err, errno, "open `%s`", path);
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != state.memory.mem_size) {
+		ember_error_set(err, "memory file `%s` has %lld bytes; guest memory is %llu", path,
+				(long long)st.st_size, (unsigned long long)state.memory.mem_size);
+		goto out;
+	}
+	if (vmm_vm_restore(&process->vm, memory_fd, state.memory.mem_size, &state.vcpu, err) < 0)
+		goto out;
+	if (restore_memory_map(process, &state.memory, err) < 0)
+		goto out;
+	if (vmm_layers_open(&process->layers, state.process.root_path,
+			    state.process.task_path[0] ? state.process.task_path : NULL, err) < 0)
+		goto out;
+	nodes = calloc(state.node_count, sizeof *nodes);
+	if (!nodes) {
+		ember_error_set(err, "out of memory");
+		goto out;
+	}
+	if (restore_tmp(process, &state, nodes, err) < 0 || restore_files(process, &state, nodes, err) < 0)
+		goto out;
+	for (uint32_t i = 1; i < state.node_count; i++)
+		if (state.nodes[i].parent == SNAP_NODE_UNLINKED)
+			vmm_memfs_node_unref(nodes[i]); /* now held by its open files only */
+	restore_process_fields(process, &state.process);
+
+	if (vmm_clock_init(&process->clock, process->vm.vcpu_fd, err) < 0)
+		goto out;
+	/* The guest's monotonic clock never goes back, even on a host that
+	 * booted after the snapshot was taken. */
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	int64_t host_now = now.tv_sec * 1000000000LL + now.tv_nsec;
+	if (state.monotonic_ns > host_now)
+		vmm_clock_set_guest_monotonic_offset(&process->clock, state.monotonic_ns - host_now);
+	vmm_clock_publish(&process->clock,
+			  vmm_gpa_system(&process->vm, GUEST_VVAR_ADDR, sizeof(struct vmm_vvar)));
+	rc = 0;
+out:
+	free(nodes);
+	if (memory_fd >= 0)
+		close(memory_fd);
+	snap_state_free(&state);
+	if (rc < 0)
+		return ember_error_wrap(err, "restore `%s`", dir);
+	return 0;
+}
