@@ -29,7 +29,7 @@ Q := @
 endif
 
 .PHONY: all deps rootfs test bench clean format format-check
-all: deps $(BIN)/ember-vmm guests rootfs
+all: deps $(BIN)/ember-vmm $(BIN)/ember-ctl guests rootfs
 
 # ---- set-up: build dependencies from Debian, once -------------------------
 DEPS_STAMP := build/.deps-installed
@@ -70,6 +70,32 @@ $(OBJ)/vmm/vdso/vdso_blob.o: vmm/vdso/vdso_blob.S $(BUILD)/vdso/vdso.so
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) -c -DVDSO_PATH='"$(BUILD)/vdso/vdso.so"' -o $@ $<
 
+# ---- ember-ctl: the control-socket client ----------------------------------
+CTL_SRCS := $(wildcard ctl/*.c) common/error.c
+CTL_OBJS := $(patsubst %.c,$(OBJ)/%.o,$(CTL_SRCS))
+$(BIN)/ember-ctl: $(CTL_OBJS)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -ljansson
+
+# Its tests (tests/ctl): a scripted fake VMM, unit tests, a fuzz target.
+CTL_TEST_BINS := $(BUILD)/tests/ctl_fake_server $(BUILD)/tests/ctl_unit
+CTL_CLIENT := ctl/control_client.c ctl/control_client.h vmm/control_protocol.h common/error.c
+$(BUILD)/tests/ctl_fake_server: tests/ctl/fake_server.c vmm/control_protocol.h | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  TEST    $@")
+	$(Q)$(CC) $(CFLAGS) -o $@ $<
+$(BUILD)/tests/ctl_unit: tests/ctl/test_control_client.c $(CTL_CLIENT) | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  UNIT    $@")
+	$(Q)$(CC) $(filter-out -O2,$(CFLAGS)) -O1 -fsanitize=address,undefined -fno-omit-frame-pointer \
+	    -Ictl -o $@ $< $(filter %.c,$(CTL_CLIENT))
+$(BUILD)/fuzz/fuzz_ctl_response: tests/ctl/fuzz_ctl_response.c $(CTL_CLIENT) | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  FUZZ    $@")
+	$(Q)clang -std=gnu11 -g -O1 -Wall -Wextra -Werror -D_GNU_SOURCE -Icommon -Ivmm -Ictl \
+	    -fsanitize=fuzzer,address,undefined -o $@ $< $(filter %.c,$(CTL_CLIENT))
+
 # ---- guest test programs (static, run inside the VM) -----------------------
 GUEST_SRCS := $(wildcard tests/guest/*.c)
 GUEST_BINS := $(patsubst tests/guest/%.c,$(BUILD)/guest/%,$(GUEST_SRCS))
@@ -87,7 +113,7 @@ UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRCS))
 VMM_TESTABLE := vmm/memory_map.c vmm/memfs.c vmm/pipe.c vmm/file_layers.c vmm/fdtable.c \
                 vmm/vm.c vmm/clock.c common/error.c
 .PHONY: units fuzzers
-units: $(UNIT_BINS)
+units: $(UNIT_BINS) $(CTL_TEST_BINS)
 $(BUILD)/unit/%: tests/unit/%.c tests/unit/unit_test.h $(VMM_TESTABLE) $(BUILD)/gen/syscall_names.h | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  UNIT    $@")
@@ -96,7 +122,7 @@ $(BUILD)/unit/%: tests/unit/%.c tests/unit/unit_test.h $(VMM_TESTABLE) $(BUILD)/
 
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRCS))
-fuzzers: $(FUZZ_BINS)
+fuzzers: $(FUZZ_BINS) $(BUILD)/fuzz/fuzz_ctl_response
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(VMM_TESTABLE) $(BUILD)/gen/syscall_names.h | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  FUZZ    $@")
@@ -124,6 +150,6 @@ format-check:
 	$(Q)clang-format --dry-run --Werror $(wildcard vmm/*.c vmm/*.h common/*.c common/*.h vmm/vdso/*.c vmm/vdso/*.h)
 
 clean:
-	rm -rf build/bin build/obj build/vdso build/guest build/unit build/fuzz build/gen build/bench build/sanitize
+	rm -rf build/bin build/obj build/vdso build/guest build/unit build/fuzz build/gen build/bench build/tests build/sanitize
 
 -include $(shell find $(OBJ) -name '*.d' 2>/dev/null)

@@ -3,6 +3,7 @@
  *
  *   ember-ctl [--timeout S] SOCK pause|resume|snapshot DIR|stats|quit
  *
+ * Options may come anywhere; `--` ends them (for a DIR starting with '-').
  * Exit status: 0 when the VMM answered OK; 1 for a connection or protocol
  * error, the timeout included; 2 for a usage error; 3 when the VM's state
  * does not allow the command; 4 when the VMM refused the request as
@@ -70,6 +71,7 @@ static void usage(FILE *out)
 		"  -t, --timeout S  give up when the VMM has not answered within S seconds\n"
 		"                   (default %g for snapshot, %g for every other command)\n"
 		"  -h, --help       show this text\n"
+		"Options may come anywhere; put -- before a DIR that starts with '-'.\n"
 		"Exit status: 0 done; 1 connection or protocol error, or the timeout; 2 usage error;\n"
 		"3 not allowed in the VM's current state; 4 refused as malformed, or failed.\n",
 		SNAPSHOT_TIMEOUT_SECONDS, DEFAULT_TIMEOUT_SECONDS);
@@ -87,7 +89,7 @@ static int parse_options(int argc, char **argv, struct options *opt, struct embe
 	memset(opt, 0, sizeof *opt);
 	opterr = 0;
 	int option;
-	while ((option = getopt_long(argc, argv, "+ht:", long_options, NULL)) != -1) {
+	while ((option = getopt_long(argc, argv, "ht:", long_options, NULL)) != -1) {
 		switch (option) {
 		case 'h':
 			usage(stdout);
@@ -105,6 +107,8 @@ static int parse_options(int argc, char **argv, struct options *opt, struct embe
 		default:
 			if (optopt == 't')
 				return ember_error_set(err, "--timeout needs a number of seconds");
+			if (optopt > 0 && optopt < 128)
+				return ember_error_set(err, "unknown option `-%c`", optopt);
 			return ember_error_set(err, "unknown option `%s`", argv[optind - 1]);
 		}
 	}

@@ -224,6 +224,23 @@ int vmm_mm_is_mapped(struct vmm_memory_map *mm, uint64_t addr, uint64_t len)
 	return mapped_within(mm, addr, addr + len) == len;
 }
 
+bool vmm_mm_covers(struct vmm_memory_map *mm, uint64_t addr, uint64_t len)
+{
+	if (addr < mm->low || addr > mm->high || len > mm->high - addr)
+		return false;
+	uint64_t first = addr & ~PAGE_MASK;
+	uint64_t end = (addr + len + PAGE_MASK) & ~PAGE_MASK;
+	if (len == 0)
+		end = first + GUEST_PAGE_SIZE;
+	/* Every page must be mapped or part of the (page-granular) heap. */
+	uint64_t heap_low = mm->brk_start > first ? mm->brk_start : first;
+	uint64_t heap_end = (mm->brk_current + PAGE_MASK) & ~PAGE_MASK;
+	uint64_t heap_high = heap_end < end ? heap_end : end;
+	uint64_t in_heap = heap_high > heap_low ? heap_high - heap_low : 0;
+	uint64_t mapped_in_heap = in_heap ? mapped_within(mm, heap_low, heap_high) : 0;
+	return mapped_within(mm, first, end) + in_heap - mapped_in_heap == end - first;
+}
+
 int vmm_mm_protect(struct vmm_memory_map *mm, uint64_t addr, uint64_t len, uint32_t prot)
 {
 	if (addr & PAGE_MASK)
@@ -232,15 +249,7 @@ int vmm_mm_protect(struct vmm_memory_map *mm, uint64_t addr, uint64_t len, uint3
 		return -ENOMEM;
 	len = (len + PAGE_MASK) & ~PAGE_MASK;
 	uint64_t end = addr + len;
-	if (addr < mm->low)
-		return -ENOMEM;
-	/* Every page must be mapped or part of the (page-granular) heap. */
-	uint64_t heap_low = mm->brk_start > addr ? mm->brk_start : addr;
-	uint64_t heap_end = (mm->brk_current + PAGE_MASK) & ~PAGE_MASK;
-	uint64_t heap_high = heap_end < end ? heap_end : end;
-	uint64_t in_heap = heap_high > heap_low ? heap_high - heap_low : 0;
-	uint64_t mapped_in_heap = in_heap ? mapped_within(mm, heap_low, heap_high) : 0;
-	if (mapped_within(mm, addr, end) + in_heap - mapped_in_heap != len)
+	if (!vmm_mm_covers(mm, addr, len))
 		return -ENOMEM;
 	/* Record the new rights on the mapped parts, splitting regions at the
 	 * range's edges.  (Rights are bookkeeping: not enforced by the guest's

@@ -10,6 +10,7 @@
 #ifndef VMM_MEMORY_MAP_H
 #define VMM_MEMORY_MAP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -53,6 +54,11 @@ int vmm_mm_unmap(struct vmm_memory_map *mm, uint64_t addr, uint64_t len);
 
 /* True if every byte of [addr, addr+len) is mapped. */
 int vmm_mm_is_mapped(struct vmm_memory_map *mm, uint64_t addr, uint64_t len);
+
+/* True if every page of [addr, addr+len) is mapped or in the heap: what
+ * Linux would let a system call read or write without EFAULT.  len 0
+ * checks the page holding addr. */
+bool vmm_mm_covers(struct vmm_memory_map *mm, uint64_t addr, uint64_t len);
 
 /* Sets the protection of a mapped range (bookkeeping only); -ENOMEM if
  * some of it is not mapped. */

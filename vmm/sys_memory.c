@@ -61,6 +61,8 @@ SYSCALL(mmap)
 			return -ENODEV;
 		else if ((file->flags & O_ACCMODE) == O_WRONLY)
 			return -EACCES;
+		else if (type != MAP_PRIVATE && (prot & PROT_WRITE) && (file->flags & O_ACCMODE) != O_RDWR)
+			return -EACCES; /* a shared writable map needs a file open for writing */
 		if (file && offset > INT64_MAX - len)
 			return -EOVERFLOW;
 	}
@@ -148,7 +150,7 @@ SYSCALL(madvise)
 {
 	uint64_t addr = args[0], len = args[1];
 	int advice = (int)args[2];
-	if (addr & PAGE_MASK)
+	if ((addr & PAGE_MASK) || len > UINT64_MAX - PAGE_MASK)
 		return -EINVAL;
 	switch (advice) {
 	case MADV_NORMAL: case MADV_RANDOM: case MADV_SEQUENTIAL: case MADV_WILLNEED:

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/syscall.h>
 
+#include "guest_layout.h"
 #include "syscall_names.h" /* generated from the kernel headers */
 
 #define SYSCALL_TABLE_SIZE 512
@@ -98,14 +99,20 @@ void vmm_syscall(struct vmm_process *process)
 	vmm_vm_regs_changed(&process->vm);
 }
 
+/* A guest buffer must lie in guest memory and in what the guest has
+ * mapped (or its heap), as Linux requires: a call never scribbles over
+ * memory the program did not ask for. */
 void *guest_pointer(struct vmm_process *process, uint64_t addr, uint64_t len)
 {
-	return vmm_gpa(&process->vm, addr, len);
+	void *host = vmm_gpa(&process->vm, addr, len);
+	if (!host || !vmm_mm_covers(&process->mm, addr, len))
+		return NULL;
+	return host;
 }
 
 int guest_copy_in(struct vmm_process *process, void *dst, uint64_t addr, size_t len)
 {
-	const void *src = vmm_gpa(&process->vm, addr, len);
+	const void *src = guest_pointer(process, addr, len);
 	if (!src)
 		return -EFAULT;
 	memcpy(dst, src, len);
@@ -114,7 +121,7 @@ int guest_copy_in(struct vmm_process *process, void *dst, uint64_t addr, size_t 
 
 int guest_copy_out(struct vmm_process *process, uint64_t addr, const void *src, size_t len)
 {
-	void *dst = vmm_gpa(&process->vm, addr, len);
+	void *dst = guest_pointer(process, addr, len);
 	if (!dst)
 		return -EFAULT;
 	memcpy(dst, src, len);
@@ -123,10 +130,13 @@ int guest_copy_out(struct vmm_process *process, uint64_t addr, const void *src, 
 
 int guest_string(struct vmm_process *process, uint64_t addr, char *out, size_t size)
 {
-	const char *src = vmm_gpa(&process->vm, addr, 1);
+	const char *src = guest_pointer(process, addr, 1);
 	if (!src)
 		return -EFAULT;
-	uint64_t available = process->vm.mem_size - addr;
+	/* Up to the end of the mapped run the string starts in. */
+	uint64_t available = 0;
+	while (available < size && vmm_mm_covers(&process->mm, addr + available, 1))
+		available = ((addr + available) | (GUEST_PAGE_SIZE - 1)) + 1 - addr;
 	size_t limit = available < size ? (size_t)available : size;
 	const char *end = memchr(src, '\0', limit);
 	if (!end)

@@ -102,14 +102,22 @@ start_server() {
 	return 1
 }
 
-# server_verdict: waits for the fake VMM; its status is 0 when the request
-# it received was well-formed and as expected.
+# server_verdict: waits (5 s at most) for the fake VMM to finish; its status
+# is 0 when the request it received was well-formed and as expected.  A fake
+# VMM still waiting is killed and fails the test (it never got a request).
 server_verdict() {
-	local status=0
-	if [[ -n $SERVER_PID ]]; then
-		wait "$SERVER_PID" 2>/dev/null || status=$?
-		SERVER_PID=
+	local status=0 i
+	[[ -n $SERVER_PID ]] || return 0
+	for ((i = 0; i < 250; i++)); do
+		kill -0 "$SERVER_PID" 2>/dev/null || break
+		sleep 0.02
+	done
+	if kill -0 "$SERVER_PID" 2>/dev/null; then
+		kill "$SERVER_PID" 2>/dev/null
+		echo "the fake VMM was still waiting for a request; killed" >>"$T/server.err"
 	fi
+	wait "$SERVER_PID" 2>/dev/null || status=$?
+	SERVER_PID=
 	return $status
 }
 
@@ -154,7 +162,8 @@ scenario() {
 	fi
 	run_ctl "$SOCK" "$@"
 	if ! server_verdict; then
-		fail "$name" "the fake VMM received a malformed request" "$T/server.err"
+		fail "$name" "the fake VMM did not receive a well-formed request (ember-ctl exited $STATUS)" \
+			"$T/server.err" "$T/err"
 		return 1
 	fi
 	expect "$name" "$status" "$text"
@@ -205,6 +214,19 @@ if start_server ok 3 "$WORK/snaps/one"; then
 	fi
 else
 	fail ok/snapshot-relative "the fake VMM did not start" "$T/server.err"
+fi
+
+mkdir -p "$T/work/-odd"
+if start_server ok 3 "$WORK/-odd"; then
+	(cd "$T/work/sub" && timeout -k 5 30 "$CTL" -- "$SOCK" snapshot -odd >"$T/out" 2>"$T/err" </dev/null)
+	STATUS=$?
+	if ! server_verdict; then
+		fail ok/snapshot-dash-dir "the fake VMM did not receive $WORK/-odd" "$T/server.err" "$T/err"
+	elif expect ok/snapshot-dash-dir 0; then
+		pass ok/snapshot-dash-dir
+	fi
+else
+	fail ok/snapshot-dash-dir "the fake VMM did not start" "$T/server.err"
 fi
 
 # ---- stats as JSON -----------------------------------------------------------
@@ -374,6 +396,7 @@ usage_case snapshot-two-dirs "snapshot takes exactly one DIR" "$T/missing.sock" 
 usage_case snapshot-empty-dir "DIR is empty" "$T/missing.sock" snapshot ""
 usage_case extra-argument "pause takes no argument" "$T/missing.sock" pause now
 usage_case unknown-option "unknown option \`--frobnicate\`" --frobnicate "$T/missing.sock" stats
+usage_case unknown-short-option "unknown option \`-x\`" "$T/missing.sock" stats -xh
 usage_case bad-timeout "--timeout \`0\`" --timeout 0 "$T/missing.sock" stats
 usage_case timeout-not-a-number "--timeout \`soon\`" --timeout soon "$T/missing.sock" stats
 usage_case timeout-missing "--timeout needs a number" --timeout

@@ -724,6 +724,21 @@ static void random_name(char *out, size_t size, unsigned k)
 
 /* Many files, random writes, renames and opens: the charge always splits
  * exactly into the capacities and the node costs of every live node. */
+/* A zero-length write past the end must not extend the file (it did). */
+static void test_zero_length_write(void)
+{
+	struct fixture f;
+	if (!unit_check(fixture_open(&f) == 0, "memfs_zero_write_setup", "fixture set-up failed"))
+		return;
+	struct vmm_memfs_node *a = create(&f, "z", false);
+	uint64_t charged = f.mm.extra_bytes;
+	int64_t n = vmm_memfs_write(a, 10000, "", 0);
+	unit_check(n == 0 && a->size == 0 && f.mm.extra_bytes == charged, "memfs_zero_length_write_past_end",
+		   "returned %lld, size %zu, charge %llu -> %llu", (long long)n, a->size,
+		   (unsigned long long)charged, (unsigned long long)f.mm.extra_bytes);
+	fixture_close(&f);
+}
+
 static void test_random_charges(void)
 {
 	struct fixture f;
@@ -813,6 +828,7 @@ static void test_random_charges(void)
 
 int main(void)
 {
+	test_zero_length_write();
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	test_tree();
 	test_init_cap();
