@@ -111,7 +111,7 @@ $(BUILD)/guest/%: tests/guest/%.c tests/guest/guest_test.h | $(DEPS_STAMP)
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRCS))
 VMM_TESTABLE := vmm/memory_map.c vmm/memfs.c vmm/pipe.c vmm/file_layers.c vmm/fdtable.c \
-                vmm/vm.c vmm/clock.c common/error.c
+                vmm/vm.c vmm/clock.c snapshot/snap_state.c snapshot/snap_buffer.c common/error.c
 .PHONY: units fuzzers
 units: $(UNIT_BINS) $(CTL_TEST_BINS)
 $(BUILD)/unit/%: tests/unit/%.c tests/unit/unit_test.h $(VMM_TESTABLE) $(BUILD)/gen/syscall_names.h | $(DEPS_STAMP)
