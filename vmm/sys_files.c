@@ -1019,7 +1019,8 @@ SYSCALL(ppoll)
 
 SYSCALL(close_range)
 {
-	uint64_t first = args[0], last = args[1], flags = args[2];
+	/* The kernel takes unsigned ints: upper register bits are ignored. */
+	uint64_t first = (uint32_t)args[0], last = (uint32_t)args[1], flags = (uint32_t)args[2];
 	if (flags & ~(uint64_t)(CLOSE_RANGE_CLOEXEC | CLOSE_RANGE_UNSHARE) || first > last)
 		return -EINVAL;
 	if (last >= VMM_FD_MAX)

@@ -491,6 +491,16 @@ static void test_descriptors(void)
 	fd = sys(SYS_open, "/dev/null", O_RDONLY);
 	CHECK_OK("fdtable: usable again after closing", fd);
 	sys(SYS_close, fd);
+
+	/* close_range takes unsigned ints: junk in the upper register bits
+	 * must not widen the range (it once closed everything above fd). */
+	long first = sys(SYS_open, "/dev/null", O_RDONLY);
+	long second = sys(SYS_open, "/dev/null", O_RDONLY);
+	CHECK_OK("close_range: upper bits ignored",
+		 sys(SYS_close_range, (1UL << 32) | (unsigned long)first, (1UL << 32) | (unsigned long)first, 0));
+	CHECK_ERR("close_range: the named fd is closed", sys(SYS_fcntl, first, F_GETFD), EBADF);
+	CHECK_OK("close_range: the next fd stays open", sys(SYS_fcntl, second, F_GETFD));
+	sys(SYS_close, second);
 }
 
 static void test_pipes(void)
