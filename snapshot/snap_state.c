@@ -24,7 +24,7 @@
 #define CANONICAL_LIMIT (1ULL << 47)
 /* The smallest encoding of each record, to bound counts before allocating. */
 #define NODE_RECORD_MIN 37
-#define FILE_RECORD_MIN 72
+#define FILE_RECORD_MIN 76
 #define REGION_RECORD_SIZE 24
 
 enum section_type {
@@ -160,6 +160,7 @@ static void encode_files(struct snap_writer *w, const struct snap_state *s)
 		snap_put_u32(w, f->pipe);
 		snap_put_u32(w, f->socket_domain);
 		snap_put_u32(w, f->socket_type);
+		snap_put_u32(w, f->socket_connected);
 		snap_put_u64(w, f->data_size);
 		snap_put_bytes(w, f->data, f->data_size);
 	}
@@ -551,6 +552,7 @@ static void decode_files(struct snap_reader *r, struct snap_state *s)
 		f->pipe = snap_get_u32(r);
 		f->socket_domain = snap_get_u32(r);
 		f->socket_type = snap_get_u32(r);
+		f->socket_connected = snap_get_u32(r);
 		f->data_size = snap_get_u64(r);
 		if (r->failed)
 			break;
@@ -592,11 +594,16 @@ static void decode_files(struct snap_reader *r, struct snap_state *s)
 			ok = true;
 			break;
 		case VMM_FILE_SOCKET:
-			ok = f->socket_domain < 64 && f->socket_type < 16;
+			ok = f->socket_domain < 64 && f->socket_type < 16 && f->socket_connected <= 1 &&
+			     (f->socket_connected || f->data_size == 0);
 			break;
 		default:
 			ok = false;
 		}
+		if (f->kind != VMM_FILE_SOCKET && f->socket_connected)
+			ok = false;
+		if (f->data_size && f->kind != VMM_FILE_SOCKET && f->kind != VMM_FILE_SYNTHETIC)
+			ok = false;
 		if (!ok) {
 			snap_reader_fail(r, "open file %u (kind %u) refers to something invalid", i, f->kind);
 			break;

@@ -123,7 +123,8 @@ struct snap_file {
 	uint32_t node;             /* MEMFS*: index into nodes */
 	uint32_t pipe;             /* PIPE_*: index into pipes */
 	uint32_t socket_domain, socket_type;
-	uint64_t data_size;        /* SYNTHETIC */
+	uint32_t socket_connected; /* SOCKET: 1 = connected to the Runtime API */
+	uint64_t data_size;        /* SYNTHETIC: contents; SOCKET: unanswered bytes */
 	uint8_t *data;
 };
 

@@ -40,6 +40,7 @@ void vmm_file_unref(struct vmm_file *file)
 		vmm_pipe_close_end(file->pipe, file->kind == VMM_FILE_PIPE_WRITE);
 	free(file->path);
 	free(file->data);
+	free(file->unanswered);
 	free(file);
 }
 

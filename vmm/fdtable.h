@@ -28,7 +28,7 @@ enum vmm_file_kind {
 	VMM_FILE_RANDOM,     /* /dev/urandom, /dev/random: the host's getrandom */
 	VMM_FILE_SYNTHETIC,  /* read-only bytes made by the VMM (a /proc file) */
 	VMM_FILE_SYNTHETIC_DIR, /* a directory made by the VMM (/dev, /proc) */
-	VMM_FILE_SOCKET,     /* a socket that reaches nothing */
+	VMM_FILE_SOCKET,     /* a socket: reaches nothing, or the Runtime API (host_fd) */
 };
 
 struct vmm_memfs_node;
@@ -46,7 +46,18 @@ struct vmm_file {
 	char *data;       /* SYNTHETIC contents, owned */
 	size_t size;
 	int socket_domain, socket_type;
+	/* A socket connected to the Runtime API (127.0.0.1:9001): host_fd is
+	 * the Unix socket it is forwarded to (-1 if the connection is broken),
+	 * and `unanswered` holds the bytes the guest sent since it last
+	 * received any: a snapshot keeps them, and a restored VM sends them
+	 * again on its new connection. */
+	bool socket_connected;
+	uint8_t *unanswered;
+	size_t unanswered_length;
+	bool unanswered_overflow; /* more than VMM_UNANSWERED_MAX: cannot be snapshotted */
 };
+
+#define VMM_UNANSWERED_MAX 65536
 
 struct vmm_fd_slot {
 	struct vmm_file *file;

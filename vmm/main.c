@@ -41,6 +41,7 @@ struct options {
 	bool restore;
 	const char *snapshot_dir;
 	const char *control_sock;
+	const char *runtime_api;
 	bool paused;
 	uint64_t mem_mib;
 	const char *root;
@@ -57,8 +58,10 @@ static void usage(FILE *out)
 {
 	fprintf(out,
 		"usage: ember-vmm run [--mem MiB] [--root DIR] [--task DIR] [--env K=V ...]\n"
-		"                     [--timeout S] [--trace] [--control-sock PATH] -- PROGRAM [ARGS...]\n"
-		"       ember-vmm restore DIR [--control-sock PATH] [--timeout S] [--paused] [--trace]\n"
+		"                     [--timeout S] [--trace] [--control-sock PATH] [--runtime-api PATH]\n"
+		"                     -- PROGRAM [ARGS...]\n"
+		"       ember-vmm restore DIR [--control-sock PATH] [--runtime-api PATH] [--timeout S]\n"
+		"                     [--paused] [--trace]\n"
 		"Runs PROGRAM (a path inside the guest) in a new KVM microVM, or resumes the VM saved\n"
 		"in snapshot DIR, and exits with the guest's status.\n"
 		"  --mem MiB     guest memory and memory cap, 16..16384 (default %d)\n"
@@ -69,6 +72,8 @@ static void usage(FILE *out)
 		"  --timeout S   stop the guest after S seconds (exit 124)\n"
 		"  --trace       name unimplemented and failing system calls on stderr\n"
 		"  --control-sock PATH  serve pause/resume/snapshot/stats/quit on a Unix socket\n"
+		"  --runtime-api PATH   forward the guest's TCP connections to 127.0.0.1:9001 (the AWS\n"
+		"                Lambda Runtime API) to this host Unix socket\n"
 		"  --paused      (restore) wait, fully set up, for `resume` on the control socket\n",
 		DEFAULT_MEM_MIB);
 }
@@ -118,7 +123,9 @@ static int parse_options(int argc, char **argv, struct options *opt, struct embe
 		i++;
 		if (strcmp(arg, "--control-sock") == 0) {
 			opt->control_sock = value;
-		} else if (opt->restore && strcmp(arg, "--timeout") != 0) {
+		} else if (strcmp(arg, "--runtime-api") == 0) {
+			opt->runtime_api = value;
+		} else if (opt->restore && strcmp(arg, "--timeout") != 0 && strcmp(arg, "--runtime-api") != 0) {
 			return ember_error_set(err, "option %s does not apply to restore", arg);
 		} else if (strcmp(arg, "--mem") == 0) {
 			double mib;
@@ -342,6 +349,7 @@ int main(int argc, char **argv)
 	int exit_code = EXIT_HOST_ERROR;
 	struct timespec start, ready;
 	clock_gettime(CLOCK_MONOTONIC, &start);
+	process.runtime_api_path = opt.runtime_api;
 	int rc = vmm_interrupt_install(&err);
 	if (rc == 0 && opt.restore) {
 		rc = vmm_snapshot_restore(&process, opt.snapshot_dir, &err);

@@ -22,6 +22,7 @@
 #include "memfs.h"
 #include "pipe.h"
 #include "snap_state.h"
+#include "syscalls.h"
 
 /* ---- capture ------------------------------------------------------------ */
 
@@ -164,6 +165,17 @@ static int capture_files(struct capture *c, struct vmm_process *process, struct 
 			case VMM_FILE_SOCKET:
 				f->socket_domain = (uint32_t)file->socket_domain;
 				f->socket_type = (uint32_t)file->socket_type;
+				f->socket_connected = file->socket_connected;
+				if (file->unanswered_overflow)
+					return ember_error_set(err, "the Runtime API connection has more than %d "
+							       "unanswered bytes in flight", VMM_UNANSWERED_MAX);
+				f->data_size = file->unanswered_length;
+				if (f->data_size) {
+					f->data = malloc(f->data_size);
+					if (!f->data)
+						return ember_error_set(err, "out of memory");
+					memcpy(f->data, file->unanswered, f->data_size);
+				}
 				break;
 			case VMM_FILE_SYNTHETIC:
 				f->data_size = file->size;
@@ -539,6 +551,18 @@ static int restore_files(struct vmm_process *process, const struct snap_state *s
 		case VMM_FILE_SOCKET:
 			file->socket_domain = (int)f->socket_domain;
 			file->socket_type = (int)f->socket_type;
+			file->socket_connected = f->socket_connected;
+			if (f->data_size) {
+				file->unanswered = malloc(VMM_UNANSWERED_MAX);
+				if (!file->unanswered) {
+					ember_error_set(err, "out of memory");
+					goto out;
+				}
+				memcpy(file->unanswered, f->data, f->data_size);
+				file->unanswered_length = f->data_size;
+			}
+			if (file->socket_connected)
+				vmm_socket_reconnect(process, file); /* replays the unanswered bytes */
 			break;
 		case VMM_FILE_SYNTHETIC:
 			if (f->data_size) {

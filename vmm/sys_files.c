@@ -141,7 +141,7 @@ static int64_t file_read(struct vmm_process *process, struct vmm_file *file, voi
 	case VMM_FILE_SYNTHETIC_DIR:
 		return -EISDIR;
 	case VMM_FILE_SOCKET:
-		return -ENOTCONN;
+		return pos >= 0 ? -ESPIPE : vmm_socket_receive(process, file, buf, len, 0);
 	default:
 		return -EBADF;
 	}
@@ -205,7 +205,7 @@ static int64_t file_write(struct vmm_process *process, struct vmm_file *file, co
 	case VMM_FILE_RANDOM:
 		return (int64_t)len;
 	case VMM_FILE_SOCKET:
-		return -ENOTCONN;
+		return pos >= 0 ? -ESPIPE : vmm_socket_send(process, file, buf, len, 0);
 	case VMM_FILE_HOST_DIR:
 	case VMM_FILE_MEMFS_DIR:
 	case VMM_FILE_SYNTHETIC_DIR:
@@ -934,7 +934,10 @@ static short poll_ready(struct vmm_file *file, short events)
 			ready |= POLLOUT;
 		break;
 	case VMM_FILE_SOCKET:
-		ready |= POLLOUT | POLLHUP;
+		if (file->socket_connected && file->host_fd < 0)
+			ready |= POLLIN | POLLHUP | POLLERR; /* broken: reads give EOF */
+		else
+			ready |= POLLOUT | POLLHUP; /* never connected */
 		break;
 	case VMM_FILE_STDIO:
 		return 0; /* asked of the host */
@@ -963,7 +966,7 @@ static int64_t do_poll(struct vmm_process *process, uint64_t fds_addr, uint64_t 
 		struct vmm_file *file = vmm_fd_get(&process->fds, (uint64_t)fds[i].fd);
 		if (!file)
 			fds[i].revents = POLLNVAL;
-		else if (file->kind == VMM_FILE_STDIO) {
+		else if (file->kind == VMM_FILE_STDIO || (file->kind == VMM_FILE_SOCKET && file->host_fd >= 0)) {
 			host[host_count].fd = file->host_fd;
 			host[host_count].events = fds[i].events;
 			host_index[host_count++] = (int)i;

@@ -36,6 +36,16 @@ int guest_timed_out(struct vmm_process *process);
  * waiting). */
 int64_t guest_wait_interrupted(struct vmm_process *process);
 
+/* Moves bytes between the guest and a socket's host side (sys_sockets.c);
+ * used by read/write and the socket calls alike. */
+int64_t vmm_socket_receive(struct vmm_process *process, struct vmm_file *file, void *buf, size_t len,
+			   int flags);
+int64_t vmm_socket_send(struct vmm_process *process, struct vmm_file *file, const void *buf, size_t len,
+			int flags);
+/* Connects a restored Runtime API socket to the new host socket and sends
+ * its unanswered bytes again.  A failure leaves the socket broken. */
+void vmm_socket_reconnect(struct vmm_process *process, struct vmm_file *file);
+
 #define SYSCALL(name) int64_t sys_##name(struct vmm_process *process, const uint64_t *args)
 
 /* files */
