@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Ember's benchmarks (issue 2): builds the benchmark programs from bench/
+# Ember's benchmarks (issues 2 and 3): builds the benchmark programs from bench/
 # into $BUILD/bench/, runs each measurement once, host and guest in the same
 # run, and prints a Markdown results table with the command that made it,
 # also written to $BUILD/bench/results.md.  Raw "key value" outputs are kept
 # in $BUILD/bench/raw/.  Called by `make bench` as
 #   BUILD=build bash bench/run-all.sh
-# and needs what `make` builds: $BUILD/bin/ember-vmm, $BUILD/rootfs/{base,python3}.
-# Takes about 15 s.
+# and needs what `make` builds: $BUILD/bin/ember-vmm, $BUILD/bin/ember-ctl,
+# $BUILD/rootfs/{base,python3}.  The snapshot measurements (issue 3) are
+# bench/snapshot.sh's; they install runc and crun with apt-get if missing.
+# Takes about a minute.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -17,6 +19,7 @@ REFERENCE_EXIT_US=27 # one exit's round trip, ARCHITECTURE.md (KVM_CAP_SYNC_REGS
 
 fail() { echo "bench: $*" >&2; exit 1; }
 [ -x "$VMM" ] || fail "$VMM is missing: run make first"
+[ -x "$BUILD/bin/ember-ctl" ] || fail "$BUILD/bin/ember-ctl is missing: run make first"
 for root in base python3; do
 	[ -d "$BUILD/rootfs/$root" ] || fail "$BUILD/rootfs/$root is missing: run make first"
 done
@@ -24,7 +27,7 @@ done
 # ---- build -----------------------------------------------------------------
 mkdir -p "$OUT/guest" "$OUT/host" "$RAW"
 CFLAGS=(-std=gnu11 -O2 -Wall -Wextra -Werror -Ibench)
-for program in syscall_rtt vdso_clock; do
+for program in syscall_rtt vdso_clock read_write; do
 	gcc "${CFLAGS[@]}" -static -o "$OUT/guest/$program" "bench/guest/$program.c"
 done
 gcc "${CFLAGS[@]}" -static -nostdlib -nostartfiles -o "$OUT/guest/first_insn" bench/guest/first_insn.c
@@ -53,6 +56,7 @@ run start_guest "$OUT/host/spawn_time" --first-insn --runs 100 --warmup 3 --tsc-
 run start_host "$OUT/host/spawn_time" --first-insn --runs 100 --warmup 3 --tsc-hz "$HZ" \
 	-- "$OUT/guest/first_insn"
 run python env BUILD="$BUILD" bash bench/python_start.sh "$HZ"
+run snapshot env BUILD="$BUILD" bash bench/snapshot.sh "$HZ"
 
 # ---- report ----------------------------------------------------------------
 # get FILE KEY: the value of KEY in $RAW/FILE.
@@ -62,6 +66,10 @@ get() {
 		fail "no $2 in $RAW/$1"
 	echo "$value"
 }
+# text FILE KEY: the rest of KEY's line in $RAW/FILE, or nothing.
+text() { awk -v key="$2" '$1 == key { sub(/^[^ ]+ /, ""); print }' "$RAW/$1"; }
+# has FILE KEY: whether $RAW/FILE has KEY.
+has() { awk -v key="$2" '$1 == key { found = 1 } END { exit !found }' "$RAW/$1"; }
 # calc EXPRESSION: awk arithmetic, printed with the format in $FORMAT (default %.2f).
 calc() { awk "BEGIN { printf \"${FORMAT:-%.2f}\", $1 }"; }
 # met CONDITION: yes or no.
@@ -88,6 +96,40 @@ py_host_pass=$(get python host_pass_median_ms)
 py_ember_json=$(get python ember_json_median_ms)
 py_host_json=$(get python host_json_median_ms)
 
+# Snapshots (issue 3): every figure in the raw file "snapshot".
+snap() { get snapshot "$1"; }
+mib() { FORMAT=%.1f calc "$1 / 1048576"; }
+kib() { FORMAT=%.0f calc "$1 / 1024"; }
+# trio PREFIX: "min / median / p99 ms" of spawn_time's first-output keys.
+trio() { echo "$(ms "$(snap "${1}_min_us")") / $(ms "$(snap "${1}_median_us")") / $(ms "$(snap "${1}_p99_us")") ms"; }
+restore_median=$(snap restore_first_median_us)
+restore_exit_median=$(snap restore_exit_median_us)
+# runtime_row NAME: the row of an OCI runtime, or why it could not start.
+runtime_row() {
+	local name=$1 version
+	version=$(text snapshot "${name}_version")
+	if has snapshot "${name}_error"; then
+		echo "| \`$name run\` ${version:+($version) }of an OCI bundle (busybox from $BUILD/rootfs/base running /bin/true), start to exit |" \
+			"could not start: $(text snapshot "${name}_error") | | | faster than $name | not measured |"
+		return
+	fi
+	local median
+	median=$(snap "${name}_exit_median_us")
+	echo "| \`$name run\` ($version) of an OCI bundle (busybox from $BUILD/rootfs/base running /bin/true), posix_spawn to exit, min / median / p99 of $(snap "${name}_runs") |" \
+		"restore to first output $(ms "$restore_median") ms; restore to exit $(ms "$restore_exit_median") ms (medians) |" \
+		"$(ms "$(snap "${name}_exit_min_us")") / $(ms "$median") / $(ms "$(snap "${name}_exit_p99_us")") ms |" \
+		"$(FORMAT=%.3fx calc "$restore_median / $median") (first output); $(FORMAT=%.3fx calc "$restore_exit_median / $median") (exit) |" \
+		"faster than $name | $(met "$restore_exit_median < $median") |"
+}
+if has snapshot pack_us; then
+	big_data=$(snap big_allocated_bytes)
+	pack_row="| \`ember-snapshot pack\` / \`unpack\` of that snapshot ($(mib "$big_data") MiB allocated), MB/s of allocated data; packed size |"
+	pack_row+=" pack $(FORMAT=%.0f calc "$big_data / $(snap pack_us)") MB/s, unpack $(FORMAT=%.0f calc "$big_data / $(snap unpack_us)") MB/s;"
+	pack_row+=" packed $(mib "$(snap packed_bytes)") MiB = $(FORMAT=%.3f calc "$(snap packed_bytes) / $big_data") of allocated, $(FORMAT=%.4f calc "$(snap packed_bytes) / $(snap big_apparent_bytes)") of apparent; unpacked identical: $(snap unpack_identical) | | | | |"
+else
+	pack_row="| \`ember-snapshot pack\` / \`unpack\` MB/s and packed size ratio | **not yet measured**: $(text snapshot pack_missing) does not exist in this build | | | | |"
+fi
+
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then
 	commit="$commit (with uncommitted changes)"
@@ -101,33 +143,74 @@ cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 	echo "Run: $(date -u '+%Y-%m-%d %H:%M UTC'), commit $commit; $cpu, $(nproc) CPUs, Linux $(uname -r);" \
 		"TSC $(FORMAT=%.1f calc "$HZ / 1e6") MHz (measured); load average before the run $load; python timing: $python_tool."
 	echo
-	echo "| Measurement | Ember (ember-vmm) | Host | Ember / host | Aim (issue 2) | Met |"
+	echo "| Measurement | Ember (ember-vmm) | Host or other baseline | Ember / baseline | Aim (issue) | Met |"
 	echo "|---|---|---|---|---|---|"
 	echo "| System-call round trip: getpid via \`syscall\`, each of 100,000 timed with rdtsc, median (p99) |" \
 		"$sys_median µs ($sys_p99 µs) | $sys_host_median µs ($sys_host_p99 µs) |" \
 		"$(FORMAT=%.0fx calc "$sys_median / $sys_host_median") | see next row | |"
 	echo "| That median against the bare exit cost, taken as **the 27 µs reference of ARCHITECTURE.md (not measured in this run)** |" \
 		"$(calc "$sys_median / $REFERENCE_EXIT_US")x the reference | | |" \
-		"within 10% of the bare exit (≤ 1.10x) | $(met "$sys_median <= 1.10 * $REFERENCE_EXIT_US") |"
+		"within 10% of the bare exit (≤ 1.10x) (2) | $(met "$sys_median <= 1.10 * $REFERENCE_EXIT_US") |"
 	echo "| clock_gettime(CLOCK_MONOTONIC) through the vDSO, per call, median of 1,000 batches of 1,000 |" \
 		"$vdso_median ns | $vdso_host_median ns | $(calc "$vdso_median / $vdso_host_median")x |" \
-		"< 100 ns | $(met "$vdso_median < 100") |"
+		"< 100 ns (2) | $(met "$vdso_median < 100") |"
 	echo "| Process start to first guest instruction (posix_spawn of \`ember-vmm run\` to the guest's first rdtsc), min / median / max of 100 |" \
 		"$(ms "$first_min") / $(ms "$first_median") / $(ms "$first_max") ms |" \
 		"$(ms "$first_host_min") / $(ms "$first_host_median") / $(ms "$first_host_max") ms (same static program run natively) |" \
 		"$(FORMAT=%.1fx calc "$first_median / $first_host_median") (medians) |" \
-		"VM creation < 1 ms | $(met "$first_median < 1000") |"
+		"VM creation < 1 ms (2) | $(met "$first_median < 1000") |"
 	echo "| Process start to exit of that program (posix_spawn to waitpid), median of 100 |" \
 		"$(ms "$exit_median") ms | $(ms "$exit_host_median") ms (static \`true\`-like program) |" \
 		"$(FORMAT=%.1fx calc "$exit_median / $exit_host_median") | | |"
 	echo "| \`python3 -c pass\`, start to exit, median of 30 |" \
 		"$py_ember_pass ms | $py_host_pass ms | $(calc "$py_ember_pass / $py_host_pass")x |" \
-		"within 3x of the host | $(met "$py_ember_pass <= 3 * $py_host_pass") |"
+		"within 3x of the host (2) | $(met "$py_ember_pass <= 3 * $py_host_pass") |"
 	echo "| \`python3 -c 'import json'\`, start to exit, median of 30 |" \
 		"$py_ember_json ms | $py_host_json ms | $(calc "$py_ember_json / $py_host_json")x | | |"
+	echo "| **Restore** (issue 3): posix_spawn of \`ember-vmm restore DIR\` to the guest's first output byte arriving on the host; the snapshot: static read_write blocked in read(0) (128 MiB guest), stdin a pipe already holding one byte; min / median / p99 of $(snap restore_runs) |" \
+		"$(trio restore_first) | | | median < 2 ms (3) | $(met "$restore_median < 2000") |"
+	echo "| Fresh \`ember-vmm run\` of the same read_write to the same point (first output), min / median / p99 of $(snap fresh_runs) |" \
+		"restore $(ms "$restore_median") ms (median) | $(trio fresh_first) |" \
+		"$(FORMAT=%.2fx calc "$restore_median / $(snap fresh_first_median_us)") | | |"
+	echo "| The same static read_write on the host (posix_spawn, fork+exec), to first output, min / median / p99 of $(snap host_runs) |" \
+		"restore $(ms "$restore_median") ms (median) | $(trio host_first) |" \
+		"$(FORMAT=%.2fx calc "$restore_median / $(snap host_first_median_us)") | | |"
+	runtime_row runc
+	runtime_row crun
+	echo "| Restore to exit (posix_spawn to waitpid; includes the VM's teardown), median; in-process restore (ember-vmm main() to the vCPU's first run, --trace), median of 50 |" \
+		"$(ms "$restore_exit_median") ms; in-process $(ms "$(snap restore_inprocess_median_us)") ms |" \
+		"fresh run to exit $(ms "$(snap fresh_exit_median_us)") ms; host to exit $(ms "$(snap host_exit_median_us)") ms | | | |"
+	pyrestore=$(snap pyrestore_first_median_us)
+	pyhost=$(snap pyhost_first_median_us)
+	echo "| python3 snapshot (\`python3.11 -c 'import json, sys; sys.stdin.read(1); print(\"ok\")'\` paused in its read) restored, to first output, min / median / p99 of $(snap pyrestore_runs); host: \`/usr/bin/python3.11 -c 'import json; print(\"ok\")'\`, of $(snap pyhost_runs) |" \
+		"$(trio pyrestore_first) | $(trio pyhost_first) | $(FORMAT=%.2fx calc "$pyrestore / $pyhost") |" \
+		"restored answers faster than host python starts (3) | $(met "$pyrestore < $pyhost") |"
+	echo "| python3 restored, to exit (posix_spawn to waitpid), median |" \
+		"$(ms "$(snap pyrestore_exit_median_us)") ms | $(ms "$(snap pyhost_exit_median_us)") ms | $(FORMAT=%.2fx calc "$(snap pyrestore_exit_median_us) / $(snap pyhost_exit_median_us)") | | |"
+	echo "| Snapshot save: \`ember-ctl snapshot\` (wall time of that command alone, VM paused first) of a 256 MiB guest (\`--mem 256\`) that touched 64 MiB, median of 3 ($(snap big_save_us_each) µs); size apparent / allocated |" \
+		"$(ms "$(snap big_save_median_us)") ms; $(mib "$(snap big_apparent_bytes)") / $(mib "$(snap big_allocated_bytes)") MiB | | | | |"
+	echo "| Snapshot save of the python3 VM (128 MiB guest); of the read_write VM; sizes apparent / allocated |" \
+		"python3 $(ms "$(snap python_save_us)") ms, $(mib "$(snap python_apparent_bytes)") / $(mib "$(snap python_allocated_bytes)") MiB; read_write $(ms "$(snap small_save_us)") ms, $(mib "$(snap small_apparent_bytes)") / $(mib "$(snap small_allocated_bytes)") MiB | | | | |"
+	echo "$pack_row"
+	for state in paused blocked; do
+		if [ $state = paused ]; then what="each --paused"; else what="resumed, each blocked reading stdin"; fi
+		private=$(snap ${state}_host_private_bytes)
+		dirty=$(snap ${state}_smaps_Private_Dirty)
+		anon=$(snap ${state}_smaps_Anonymous)
+		worst=$(awk "BEGIN { m = $private; if ($dirty > m) m = $dirty; if ($anon > m) m = $anon; print m }")
+		echo "| Host memory per idle restored VM, $(snap ${state}_answered) of $(snap pool_size) restored at once from the python3 snapshot, $what: average host_private_bytes (\`ember-ctl stats\`); /proc/PID/smaps_rollup Private_Dirty, Anonymous (not summed: anonymous pages are private dirty too), Rss, Pss |" \
+			"$(kib "$private") KiB; Private_Dirty $(kib "$dirty") KiB, Anonymous $(kib "$anon") KiB; Rss $(kib "$(snap ${state}_smaps_Rss)") KiB, Pss $(kib "$(snap ${state}_smaps_Pss)") KiB; MemAvailable drop / VM $(kib "$(snap ${state}_memavailable_drop_per_vm)") KiB | | |" \
+			"< 1 MiB private (3) | $(met "$worst < 1048576") |"
+	done
 	echo
 	echo "Host python: /usr/bin/python3.11 (Debian 3.11.2, as in the guest root). The guest runs" \
 		"\`ember-vmm run --root $BUILD/rootfs/python3 -- /usr/bin/python3.11 ...\`; its" \
 		"process start includes ember-vmm's own exec and dynamic linking. Raw outputs: $RAW/."
+	echo
+	echo "Snapshots (issue 3), bench/snapshot.sh: snapshots, OCI bundle and logs in $BUILD/bench/snap/." \
+		"Restores read a snapshot just written, so its memory file is in the page cache." \
+		"One restore under \`strace -f -T\`, time inside system calls (strace's own overhead inflates every call):" \
+		"$(text snapshot restore_strace_top | sed 's/,/, /g'); all calls: $BUILD/bench/snap/restore.strace.summary." \
+		"MemAvailable drop is machine-wide (other work moves it) and includes the kernel's KVM structures."
 } >"$OUT/results.md"
 cat "$OUT/results.md"

@@ -188,7 +188,7 @@ if command -v strace >/dev/null; then
 		for (c in sum) printf "%d %s\n", sum[c], c
 		printf "%d TOTAL\n", total
 	}' "$WORK/restore.strace" | sort -rn >"$WORK/restore.strace.summary"
-	echo "restore_strace_top $(head -7 "$WORK/restore.strace.summary" | awk '{ printf "%s%s=%dus", NR > 1 ? "," : "", $2, $1 }')"
+	echo "restore_strace_top $(head -7 "$WORK/restore.strace.summary" | awk '{ printf "%s%s=%dus", (NR > 1 ? "," : ""), $2, $1 }')"
 fi
 
 # OCI runtimes: a busybox bundle from the base root running /bin/true.
@@ -239,7 +239,8 @@ time_it pyhost --first-output --runs 50 --warmup 3 -- "$HOST_PYTHON" -c 'import 
 
 # ---- 3. host memory per idle restored VM -------------------------------------
 echo "snapshot.sh: $POOL restored VMs" >&2
-mem_available() { awk '/^MemAvailable:/ { print $2 * 1024 }' /proc/meminfo; }
+echo "pool_size $POOL"
+mem_available() { awk '/^MemAvailable:/ { printf "%d\n", $2 * 1024 }' /proc/meminfo; }
 available_before=$(mem_available)
 pool_pids=()
 for i in $(seq "$POOL"); do

@@ -65,9 +65,8 @@ int snap_verify_dir(const char *dir, struct snap_pack_summary *summary, struct e
 int snap_verify_packed(const char *file, struct snap_pack_summary *summary, struct ember_error *err);
 
 /* snap_verify_packed() on an open descriptor, read from its current
- * position to its end; `name` only labels messages.  The descriptor stays
- * the caller's. */
-int snap_verify_packed_fd(int fd, const char *name, struct snap_pack_summary *summary,
-			  struct ember_error *err);
+ * position to its end; messages do not name the file.  The descriptor
+ * stays the caller's. */
+int snap_verify_packed_fd(int fd, struct snap_pack_summary *summary, struct ember_error *err);
 
 #endif

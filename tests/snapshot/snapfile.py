@@ -239,7 +239,7 @@ def encode_pipes(w, pipes):
         w.bytes(p)
 
 
-FILE_U32_TAIL = ("stdio_fd", "node", "pipe", "socket_domain", "socket_type")
+FILE_U32_TAIL = ("stdio_fd", "node", "pipe", "socket_domain", "socket_type", "socket_connected")
 
 
 def decode_files(r):
