@@ -29,7 +29,7 @@ Q := @
 endif
 
 .PHONY: all deps rootfs test bench clean format format-check
-all: deps $(BIN)/ember-vmm $(BIN)/ember-ctl guests rootfs
+all: deps $(BIN)/ember-vmm $(BIN)/ember-ctl $(BIN)/ember-build-fn $(BIN)/ember-invoke guests rootfs
 
 # ---- set-up: build dependencies from Debian, once -------------------------
 DEPS_STAMP := build/.deps-installed
@@ -96,6 +96,22 @@ $(BUILD)/fuzz/fuzz_ctl_response: tests/ctl/fuzz_ctl_response.c $(CTL_CLIENT) | $
 	$(Q)clang -std=gnu11 -g -O1 -Wall -Wextra -Werror -D_GNU_SOURCE -Icommon -Ivmm -Ictl \
 	    -fsanitize=fuzzer,address,undefined -o $@ $< $(filter %.c,$(CTL_CLIENT))
 
+# ---- functions: ember-build-fn (pool-manager/) and ember-invoke (worker/) ----
+RAPI_SRCS := worker/runtime_api.c
+BUILD_FN_SRCS := pool-manager/ember_build_fn.c pool-manager/bundle.c ctl/control_client.c $(RAPI_SRCS) \
+                 common/child.c common/function_config.c common/error.c
+INVOKE_SRCS := worker/ember_invoke.c $(RAPI_SRCS) common/child.c common/function_config.c common/error.c
+FN_CFLAGS := -Iworker -Ipool-manager -Ictl
+$(BIN)/ember-build-fn: $(patsubst %.c,$(OBJ)/%.o,$(BUILD_FN_SRCS))
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -larchive -lz -ljansson -lmicrohttpd -lpthread
+$(BIN)/ember-invoke: $(patsubst %.c,$(OBJ)/%.o,$(INVOKE_SRCS))
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -ljansson -lmicrohttpd -lpthread
+$(OBJ)/worker/%.o $(OBJ)/pool-manager/%.o: CFLAGS += $(FN_CFLAGS)
+
 # ---- guest test programs (static, run inside the VM) -----------------------
 GUEST_SRCS := $(wildcard tests/guest/*.c)
 GUEST_BINS := $(patsubst tests/guest/%.c,$(BUILD)/guest/%,$(GUEST_SRCS))
@@ -134,7 +150,7 @@ ROOTFS := build/rootfs
 rootfs: $(ROOTFS)/python3/.complete $(ROOTFS)/base/.complete
 .SECONDEXPANSION:
 $(ROOTFS)/%/.complete: runtimes/%/packages runtimes/build-root.sh \
-		$$(wildcard runtimes/$$*/post-extract.sh) | $(DEPS_STAMP)
+		$$(wildcard runtimes/$$*/*) | $(DEPS_STAMP)
 	$(Q)bash runtimes/build-root.sh $* $(ROOTFS)/$*
 
 # ---- tests and benchmarks --------------------------------------------------

@@ -121,11 +121,19 @@ runtime_row() {
 		"$(FORMAT=%.3fx calc "$restore_median / $median") (first output); $(FORMAT=%.3fx calc "$restore_exit_median / $median") (exit) |" \
 		"faster than $name | $(met "$restore_exit_median < $median") |"
 }
-if has snapshot pack_us; then
-	big_data=$(snap big_allocated_bytes)
-	pack_row="| \`ember-snapshot pack\` / \`unpack\` of that snapshot ($(mib "$big_data") MiB allocated), MB/s of allocated data; packed size |"
-	pack_row+=" pack $(FORMAT=%.0f calc "$big_data / $(snap pack_us)") MB/s, unpack $(FORMAT=%.0f calc "$big_data / $(snap unpack_us)") MB/s;"
-	pack_row+=" packed $(mib "$(snap packed_bytes)") MiB = $(FORMAT=%.3f calc "$(snap packed_bytes) / $big_data") of allocated, $(FORMAT=%.4f calc "$(snap packed_bytes) / $(snap big_apparent_bytes)") of apparent; unpacked identical: $(snap unpack_identical) | | | | |"
+# pack_cell NAME: pack/unpack speed (MB/s of the snapshot's allocated bytes)
+# and packed size of snapshot NAME.
+pack_cell() {
+	local data packed
+	data=$(snap "${1}_allocated_bytes")
+	packed=$(snap "${1}_packed_bytes")
+	echo "pack $(FORMAT=%.0f calc "$data / $(snap "${1}_pack_us")") MB/s, unpack $(FORMAT=%.0f calc "$data / $(snap "${1}_unpack_us")") MB/s;" \
+		"packed $(mib "$packed") MiB = $(FORMAT=%.3f calc "$packed / $data") of allocated, $(FORMAT=%.4f calc "$packed / $(snap "${1}_apparent_bytes")") of apparent;" \
+		"round trip identical: $(snap "${1}_unpack_identical")"
+}
+if has snapshot big_pack_us; then
+	pack_row="| \`ember-snapshot pack\` / \`unpack\` (wall time of each command; MB/s of allocated bytes): the 256 MiB snapshot ($(mib "$(snap big_allocated_bytes)") MiB allocated, pseudo-random: lz4's worst case); the python3 snapshot ($(mib "$(snap python_allocated_bytes)") MiB allocated) |"
+	pack_row+=" 256 MiB: $(pack_cell big). python3: $(pack_cell python) | | | | |"
 else
 	pack_row="| \`ember-snapshot pack\` / \`unpack\` MB/s and packed size ratio | **not yet measured**: $(text snapshot pack_missing) does not exist in this build | | | | |"
 fi
@@ -199,7 +207,7 @@ cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 		anon=$(snap ${state}_smaps_Anonymous)
 		worst=$(awk "BEGIN { m = $private; if ($dirty > m) m = $dirty; if ($anon > m) m = $anon; print m }")
 		echo "| Host memory per idle restored VM, $(snap ${state}_answered) of $(snap pool_size) restored at once from the python3 snapshot, $what: average host_private_bytes (\`ember-ctl stats\`); /proc/PID/smaps_rollup Private_Dirty, Anonymous (not summed: anonymous pages are private dirty too), Rss, Pss |" \
-			"$(kib "$private") KiB; Private_Dirty $(kib "$dirty") KiB, Anonymous $(kib "$anon") KiB; Rss $(kib "$(snap ${state}_smaps_Rss)") KiB, Pss $(kib "$(snap ${state}_smaps_Pss)") KiB; MemAvailable drop / VM $(kib "$(snap ${state}_memavailable_drop_per_vm)") KiB | | |" \
+			"$(kib "$private") KiB; Private_Dirty $(kib "$dirty") KiB, Anonymous $(kib "$anon") KiB; Rss $(kib "$(snap ${state}_smaps_Rss)") KiB, Pss $(kib "$(snap ${state}_smaps_Pss)") KiB; kernel page tables and stacks +$(kib "$(snap ${state}_kernel_tables_per_vm)") KiB / VM | | |" \
 			"< 1 MiB private (3) | $(met "$worst < 1048576") |"
 	done
 	echo
@@ -209,8 +217,14 @@ cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 	echo
 	echo "Snapshots (issue 3), bench/snapshot.sh: snapshots, OCI bundle and logs in $BUILD/bench/snap/." \
 		"Restores read a snapshot just written, so its memory file is in the page cache." \
-		"One restore under \`strace -f -T\`, time inside system calls (strace's own overhead inflates every call):" \
-		"$(text snapshot restore_strace_top | sed 's/,/, /g'); all calls: $BUILD/bench/snap/restore.strace.summary." \
-		"MemAvailable drop is machine-wide (other work moves it) and includes the kernel's KVM structures."
+		"Minor page faults of the process, median: restore $(snap restore_minflt_median), fresh run $(snap fresh_minflt_median)," \
+		"host $(snap host_minflt_median); python3 restored $(snap pyrestore_minflt_median), host python3 $(snap pyhost_minflt_median)." \
+		"Restores under \`strace -f -ttt -T\` (strace's own overhead inflates every call: median call $(snap restore_strace_median_call_us) µs)," \
+		"wall-clock phases in µs, median of 5: $(text snapshot restore_strace_phases_us | sed 's/,/, /g');" \
+		"in the last, $(snap restore_strace_calls_before_output) calls before the output, the slowest:" \
+		"$(text snapshot restore_strace_slowest_before_output | sed 's/,/, /g'); after it: $(text snapshot restore_strace_slowest_after_output | sed 's/,/, /g')" \
+		"(every call: $BUILD/bench/snap/restore.strace.calls)." \
+		"Kernel page tables and stacks: the rise of PageTables + SecPageTables (KVM's EPT/NPT) + KernelStack in /proc/meminfo over the pool, divided by its size;" \
+		"machine-wide, so other work on the machine moves it (the MemAvailable drop, noisier still, is in the raw file)."
 } >"$OUT/results.md"
 cat "$OUT/results.md"

@@ -51,7 +51,12 @@ mkdir -p "$WORK"
 mkfifo "$WORK/stdin.fifo"
 exec {HOLD}<>"$WORK/stdin.fifo"
 
-pids=()
+pids=() # VMMs started here and not yet reaped: killed if the script fails
+forget() { # forget PID: it has been reaped (its number may be reused)
+	local kept=() pid
+	for pid in "${pids[@]}"; do [ "$pid" = "$1" ] || kept+=("$pid"); done
+	pids=("${kept[@]}")
+}
 cleanup() {
 	for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
 }
@@ -117,6 +122,7 @@ stop_guest() {
 	local pid_var="${1}_pid"
 	"$CTL" "$WORK/$1.sock" quit >/dev/null 2>&1 || true
 	wait "${!pid_var}" 2>/dev/null || true
+	forget "${!pid_var}"
 }
 
 # sizes DIR PREFIX: apparent and allocated bytes of a snapshot directory.
@@ -169,26 +175,57 @@ time_it fresh --first-output --stdin-byte --runs "$RESTORE_RUNS" --warmup 5 -- \
 	"$VMM" run --root "$BASE_ROOT" --task "$GUESTS" -- /var/task/read_write
 time_it host --first-output --stdin-byte --runs "$RESTORE_RUNS" --warmup 5 -- "$GUESTS/read_write"
 
-# The phase inside ember-vmm: main() to the vCPU's first run, as --trace reports it.
+# The phase inside ember-vmm: main() to the vCPU's first run, as --trace
+# reports it on stderr, over 50 more restores timed the same way.
 echo "snapshot.sh: restore phases" >&2
-for _ in $(seq 50); do
-	printf x | "$VMM" restore "$WORK/rw.snap" --trace 2>&1 >/dev/null | sed -n 's/.*VM restored in \([0-9]*\) us/\1/p'
-done | sort -n | awk '{ v[NR] = $1 } END { print "restore_inprocess_median_us", v[int((NR + 1) / 2)] }'
+"$SPAWN_TIME" --tsc-hz "$HZ" --first-output --stdin-byte --runs 50 --warmup 3 -- \
+	"$VMM" restore "$WORK/rw.snap" --trace >/dev/null 2>"$WORK/restore.trace" ||
+	fail "restore --trace failed: $(tail -3 "$WORK/restore.trace")"
+sed -n 's/.*VM restored in \([0-9]*\) us/\1/p' "$WORK/restore.trace" | tail -50 | sort -n |
+	awk '{ v[NR] = $1 } END { print "restore_inprocess_median_us", v[int((NR + 1) / 2)] }'
 if command -v strace >/dev/null; then
-	# One restore under strace -f -T: time per system call (ioctls by request).
-	printf x | strace -f -T -o "$WORK/restore.strace" "$VMM" restore "$WORK/rw.snap" >/dev/null 2>&1 || true
-	awk 'match($0, /<[0-9.]+>$/) {
+	# 5 restores under strace -f -ttt -T: wall-clock phases between landmark
+	# calls (median of each over the 5), and from the last one the slowest
+	# single calls before the guest's output (write(1, ...)) and after it
+	# (teardown), with the number of calls before it.
+	for attempt in 1 2 3 4 5; do
+		printf x | strace -f -ttt -T -o "$WORK/restore.strace" "$VMM" restore "$WORK/rw.snap" >/dev/null 2>&1 || true
+		awk '
+		{ now = $2 * 1e6 }
+		NR == 1 { start = now }
+		!state && /\/state"/ { state = now }
+		!create && /KVM_CREATE_VM/ { create = now }
+		!run && /KVM_RUN/ { run = now }
+		!output && / write\(1, / { output = now }
+		/exited with/ { done = now }
+		END { printf "%d %d %d %d %d %d\n", state - start, create - state, run - create, output - run, done - output, done - start }
+		' "$WORK/restore.strace"
+	done >"$WORK/restore.strace.phases"
+	echo "restore_strace_phases_us $(sort -n -k6 "$WORK/restore.strace.phases" | awk '
+		{ for (i = 1; i <= 6; i++) v[i, NR] = $i }
+		END { split("exec+ld.so+init read-state kvm-setup+files guest-to-output teardown total", name, " ")
+		      for (i = 1; i <= 6; i++) {
+			      n = 0; for (r = 1; r <= NR; r++) col[++n] = v[i, r]
+			      asort_simple(col, n); printf "%s%s=%d", (i > 1 ? "," : ""), name[i], col[int((n + 1) / 2)]
+		      } }
+		function asort_simple(a, n,   i, j, t) { for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t } }')"
+	awk '
+	!after && / write\(1, / { after = 1 }
+	match($0, /<[0-9.]+>$/) {
 		t = substr($0, RSTART + 1, RLENGTH - 2) * 1e6
-		split($0, f, " "); call = f[2]; sub(/\(.*/, "", call)
+		call = $3; sub(/\(.*/, "", call)
 		if (call == "ioctl" && match($0, /ioctl\([0-9]+, [A-Z_0-9]+/)) {
 			call = substr($0, RSTART, RLENGTH); sub(/ioctl\([0-9]+, /, "", call)
 		}
-		sum[call] += t; total += t
-	} END {
-		for (c in sum) printf "%d %s\n", sum[c], c
-		printf "%d TOTAL\n", total
-	}' "$WORK/restore.strace" | sort -rn >"$WORK/restore.strace.summary"
-	echo "restore_strace_top $(head -7 "$WORK/restore.strace.summary" | awk '{ printf "%s%s=%dus", (NR > 1 ? "," : ""), $2, $1 }')"
+		printf "%s %d %s\n", after ? "after" : "before", t, call
+	}' "$WORK/restore.strace" >"$WORK/restore.strace.calls"
+	echo "restore_strace_calls_before_output $(grep -c '^before' "$WORK/restore.strace.calls")"
+	echo "restore_strace_slowest_before_output $(awk '$1 == "before" { print $2, $3 }' "$WORK/restore.strace.calls" |
+		sort -rn | head -6 | awk '{ printf "%s%s=%dus", (NR > 1 ? "," : ""), $2, $1 }')"
+	echo "restore_strace_slowest_after_output $(awk '$1 == "after" { print $2, $3 }' "$WORK/restore.strace.calls" |
+		sort -rn | head -2 | awk '{ printf "%s%s=%dus", (NR > 1 ? "," : ""), $2, $1 }')"
+	echo "restore_strace_median_call_us $(awk '{ print $2 }' "$WORK/restore.strace.calls" | sort -n |
+		awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')"
 fi
 
 # OCI runtimes: a busybox bundle from the base root running /bin/true.
@@ -240,8 +277,14 @@ time_it pyhost --first-output --runs 50 --warmup 3 -- "$HOST_PYTHON" -c 'import 
 # ---- 3. host memory per idle restored VM -------------------------------------
 echo "snapshot.sh: $POOL restored VMs" >&2
 echo "pool_size $POOL"
-mem_available() { awk '/^MemAvailable:/ { printf "%d\n", $2 * 1024 }' /proc/meminfo; }
+mem_available() { echo $(($(awk '/^MemAvailable:/ { print $2 }' /proc/meminfo) * 1024)); }
+# The kernel's own per-process memory outside smaps: page tables (the VMM's
+# and, as SecPageTables, KVM's EPT/NPT tables) and thread stacks.
+kernel_tables() {
+	echo $(($(awk '/^(PageTables|SecPageTables|KernelStack):/ { s += $2 } END { print s + 0 }' /proc/meminfo) * 1024))
+}
 available_before=$(mem_available)
+kernel_before=$(kernel_tables)
 pool_pids=()
 for i in $(seq "$POOL"); do
 	"$VMM" restore "$WORK/py.snap" --paused --control-sock "$WORK/pool.$i.sock" \
@@ -273,33 +316,41 @@ measure_pool() {
 }
 measure_pool paused
 echo "paused_memavailable_drop_per_vm $(((available_before - $(mem_available)) / POOL))"
+echo "paused_kernel_tables_per_vm $((($(kernel_tables) - kernel_before) / POOL))"
 for i in $(seq "$POOL"); do "$CTL" "$WORK/pool.$i.sock" resume >/dev/null; done
 for i in $(seq "$POOL"); do wait_blocked "$WORK/pool.$i.sock"; done
 measure_pool blocked
 echo "blocked_memavailable_drop_per_vm $(((available_before - $(mem_available)) / POOL))"
+echo "blocked_kernel_tables_per_vm $((($(kernel_tables) - kernel_before) / POOL))"
 for i in $(seq "$POOL"); do "$CTL" "$WORK/pool.$i.sock" quit >/dev/null 2>&1 || true; done
 for pid in "${pool_pids[@]}"; do wait "$pid" 2>/dev/null || true; done
 pids=()
 
 # ---- 4. pack / unpack ----------------------------------------------------------
-if [ -x "$PACKER" ]; then
-	echo "snapshot.sh: pack/unpack" >&2
+# pack_unpack NAME DIR: packs and unpacks snapshot DIR, timing each command
+# (wall clock), and checks the round trip byte for byte.
+pack_unpack() {
+	local name=$1 snap=$2 before after identical=yes file
+	echo "snapshot.sh: pack/unpack $name" >&2
 	before=$(now_us)
-	"$PACKER" pack "$WORK/big.snap.1" "$WORK/big.lz4" >/dev/null || fail "ember-snapshot pack failed"
+	"$PACKER" pack "$snap" "$WORK/$name.lz4" >/dev/null || fail "ember-snapshot pack $snap failed"
 	after=$(now_us)
-	echo "pack_us $((after - before))"
-	echo "packed_bytes $(stat -c %s "$WORK/big.lz4")"
+	echo "${name}_pack_us $((after - before))"
+	echo "${name}_packed_bytes $(stat -c %s "$WORK/$name.lz4")"
 	before=$(now_us)
-	"$PACKER" unpack "$WORK/big.lz4" "$WORK/big.unpacked" >/dev/null || fail "ember-snapshot unpack failed"
+	"$PACKER" unpack "$WORK/$name.lz4" "$WORK/$name.unpacked" >/dev/null || fail "ember-snapshot unpack $name failed"
 	after=$(now_us)
-	echo "unpack_us $((after - before))"
-	identical=yes
-	for file in "$WORK/big.snap.1"/*; do
-		cmp -s "$file" "$WORK/big.unpacked/$(basename "$file")" || identical=no
+	echo "${name}_unpack_us $((after - before))"
+	for file in "$snap"/*; do
+		cmp -s "$file" "$WORK/$name.unpacked/$(basename "$file")" || identical=no
 	done
-	echo "unpack_identical $identical"
-	sizes "$WORK/big.unpacked" unpacked
-	rm -rf "$WORK/big.unpacked" "$WORK/big.lz4"
+	echo "${name}_unpack_identical $identical"
+	sizes "$WORK/$name.unpacked" "${name}_unpacked"
+	rm -rf "$WORK/$name.unpacked" "$WORK/$name.lz4"
+}
+if [ -x "$PACKER" ]; then
+	pack_unpack big "$WORK/big.snap.1"
+	pack_unpack python "$WORK/py.snap"
 else
 	echo "pack_missing $PACKER"
 fi

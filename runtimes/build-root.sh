@@ -501,8 +501,13 @@ def main():
     manifest = "".join(f"{n} {pkgs[n]['Version']}\n" for n in closure)
     h = hashlib.sha256()
     h.update(os.environ["SCRIPT_SHA256"].encode())
-    if os.path.exists(HOOK):
-        h.update(f"post-extract.sh {sha256_file(HOOK)}\n".encode())
+    # Every file of the runtime's folder (the hook and what it installs,
+    # such as a bootstrap) is part of the build id.
+    runtime_dir = os.path.dirname(PKGLIST)
+    for name in sorted(os.listdir(runtime_dir)):
+        path = os.path.join(runtime_dir, name)
+        if os.path.isfile(path):
+            h.update(f"{name} {sha256_file(path)}\n".encode())
     for n in closure:
         h.update(f"{n} {pkgs[n]['Version']} {pkgs[n]['Architecture']} {pkgs[n].get('SHA256', '')}\n".encode())
     build_id = h.hexdigest()

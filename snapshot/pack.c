@@ -26,7 +26,7 @@
 #include "pack_archive.h"
 #include "snap_state.h"
 
-#define PAGE_BYTES 4096
+#define PAGE_BYTES SNAP_ARCHIVE_PAGE_SIZE
 #define READ_CHUNK (1u << 20)         /* pack: bytes read from a snapshot file at a time */
 #define PACKED_READ_CHUNK (256u << 10) /* unpack: compressed bytes read at a time */
 #define DECOMPRESSED_CHUNK (4u << 20)  /* one whole LZ4 block: decoded in place */
@@ -155,6 +155,9 @@ static const char *lz4_problem(size_t code)
 		{"ERROR_frameSize_wrong", "the content size differs from the frame header's"},
 		{"ERROR_frameType_unknown", "not an LZ4 frame"},
 		{"ERROR_frameHeader_incomplete", "the frame header is truncated"},
+		{"ERROR_reservedFlag_set", "the frame header sets reserved flags: the file is corrupt"},
+		{"ERROR_headerVersion_wrong", "unknown LZ4 frame version: the file is corrupt"},
+		{"ERROR_maxBlockSize_invalid", "invalid LZ4 block size: the file is corrupt"},
 	};
 	const char *name = LZ4F_getErrorName(code);
 	for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
@@ -387,8 +390,15 @@ static int pack_file(struct pack_writer *w, int dirfd, const char *name, struct 
 			ember_error_errno(err, errno, "find a hole in `%s`", name);
 			goto out;
 		}
-		uint64_t end = (uint64_t)hole < size ? (uint64_t)hole : size;
-		for (uint64_t at = (uint64_t)data; at < end;) {
+		/* Whole pages only (pack_archive.h): widen the range to page
+		 * boundaries, never back over what was already read. */
+		uint64_t start = (uint64_t)data / PAGE_BYTES * PAGE_BYTES;
+		if (start < position)
+			start = position;
+		uint64_t end = ((uint64_t)hole + PAGE_BYTES - 1) / PAGE_BYTES * PAGE_BYTES;
+		if (end > size)
+			end = size;
+		for (uint64_t at = start; at < end;) {
 			uint64_t chunk_end = (at / READ_CHUNK + 1) * READ_CHUNK;
 			if (chunk_end > end)
 				chunk_end = end;
@@ -408,7 +418,7 @@ static int pack_file(struct pack_writer *w, int dirfd, const char *name, struct 
 				goto out;
 			at += (uint64_t)n;
 		}
-		position = end > (uint64_t)data ? end : (uint64_t)data + 1;
+		position = end; /* > start: SEEK_DATA found data at or after position, before size */
 	}
 	if (fstat(fd, &after) < 0) {
 		ember_error_errno(err, errno, "stat `%s`", name);
@@ -649,59 +659,70 @@ out:
 
 /* ---- verify FILE ----------------------------------------------------------- */
 
-/* Keeps the state bytes; checks the memory entry against the decoded state. */
-struct verify_sink {
+/* Keeps the state bytes; checks the memory entry against the decoded state.
+ * Both unpack and verify of a packed file run it, so both refuse a
+ * mismatch before a byte of memory is handled, with the same message. */
+struct state_check {
 	unsigned file;
 	uint8_t *state_bytes;
 	uint64_t state_size;
-	uint64_t mem_size;
 };
 
-static int verify_file_begin(void *context, unsigned index, const char *name, uint64_t size,
-			     struct ember_error *err)
+static int check_file_begin(void *context, unsigned index, const char *name, uint64_t size,
+			    struct ember_error *err)
 {
-	struct verify_sink *v = context;
-	v->file = index;
+	struct state_check *c = context;
+	c->file = index;
 	if (index == 0) {
-		v->state_bytes = calloc(1, size ? size : 1); /* size <= SNAP_ARCHIVE_STATE_MAX */
-		if (!v->state_bytes)
+		c->state_bytes = calloc(1, size ? size : 1); /* size <= SNAP_ARCHIVE_STATE_MAX */
+		if (!c->state_bytes)
 			return ember_error_set(err, "`%s`: out of memory for %llu bytes", name, (unsigned long long)size);
-		v->state_size = size;
+		c->state_size = size;
 		return 0;
 	}
 	struct snap_state state;
-	int rc = snap_state_decode(v->state_bytes, v->state_size, &state, err);
-	free(v->state_bytes);
-	v->state_bytes = NULL;
+	int rc = snap_state_decode(c->state_bytes, c->state_size, &state, err);
+	free(c->state_bytes);
+	c->state_bytes = NULL;
 	if (rc < 0)
 		return ember_error_wrap(err, "`%s`", SNAP_STATE_FILE);
-	v->mem_size = state.memory.mem_size;
+	uint64_t mem_size = state.memory.mem_size;
 	snap_state_free(&state);
-	if (size != v->mem_size)
+	if (size != mem_size)
 		return ember_error_set(err, "`%s` is %llu bytes; the state says guest memory is %llu bytes", name,
-				       (unsigned long long)size, (unsigned long long)v->mem_size);
+				       (unsigned long long)size, (unsigned long long)mem_size);
 	return 0;
+}
+
+static void check_data(struct state_check *c, uint64_t offset, const uint8_t *bytes, size_t length)
+{
+	if (c->file == 0)
+		memcpy(c->state_bytes + offset, bytes, length); /* the parser bounds offset + length */
+}
+
+static void check_free(struct state_check *c)
+{
+	free(c->state_bytes);
+	c->state_bytes = NULL;
 }
 
 static int verify_data(void *context, uint64_t offset, const uint8_t *bytes, size_t length,
 		       struct ember_error *err)
 {
 	(void)err;
-	struct verify_sink *v = context;
-	if (v->file == 0)
-		memcpy(v->state_bytes + offset, bytes, length); /* the parser bounds offset + length */
+	check_data(context, offset, bytes, length);
 	return 0;
 }
 
 int snap_verify_packed_fd(int fd, struct snap_pack_summary *summary, struct ember_error *err)
 {
-	static const struct snap_archive_sink sink = {.file_begin = verify_file_begin, .data = verify_data};
-	struct verify_sink v = {0};
+	static const struct snap_archive_sink sink = {.file_begin = check_file_begin, .data = verify_data};
+	struct state_check check = {0};
 	struct snap_archive_parser parser;
-	snap_archive_parser_init(&parser, &sink, &v);
+	snap_archive_parser_init(&parser, &sink, &check);
 	uint64_t packed_bytes = 0;
 	int rc = read_packed(fd, &parser, &packed_bytes, err);
-	free(v.state_bytes);
+	check_free(&check);
 	if (rc < 0)
 		return -1;
 	if (summary) {
@@ -733,8 +754,8 @@ int snap_verify_packed(const char *file, struct snap_pack_summary *summary, stru
 
 /* Writes the archive's files into the temporary directory. */
 struct unpack_sink {
-	const char *temporary; /* path of the temporary directory */
-	int dirfd;
+	struct state_check check;
+	int dirfd;             /* the temporary directory */
 	int fd;                /* the file being written, or -1 */
 	const char *name;
 	bool created[SNAP_ARCHIVE_FILES];
@@ -744,18 +765,8 @@ static int unpack_file_begin(void *context, unsigned index, const char *name, ui
 			     struct ember_error *err)
 {
 	struct unpack_sink *u = context;
-	if (index == 1) { /* the state is complete: check the memory size against it before writing */
-		char path[PATH_MAX];
-		snprintf(path, sizeof path, "%s/%s", u->temporary, SNAP_STATE_FILE);
-		struct snap_state state;
-		if (snap_state_load(path, &state, err) < 0)
-			return -1;
-		uint64_t mem_size = state.memory.mem_size;
-		snap_state_free(&state);
-		if (size != mem_size)
-			return ember_error_set(err, "`%s` is %llu bytes; the state says guest memory is %llu bytes",
-					       name, (unsigned long long)size, (unsigned long long)mem_size);
-	}
+	if (check_file_begin(&u->check, index, name, size, err) < 0)
+		return -1;
 	u->name = name;
 	u->fd = openat(u->dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
 	if (u->fd < 0)
@@ -770,6 +781,7 @@ static int unpack_data(void *context, uint64_t offset, const uint8_t *bytes, siz
 		       struct ember_error *err)
 {
 	struct unpack_sink *u = context;
+	check_data(&u->check, offset, bytes, length);
 	if (pwrite_all(u->fd, bytes, length, offset) < 0)
 		return ember_error_errno(err, errno, "write `%s` at %llu", u->name, (unsigned long long)offset);
 	return 0;
@@ -800,7 +812,7 @@ int snap_unpack(const char *file, const char *dir, struct snap_pack_summary *sum
 	if (fd < 0)
 		return ember_error_errno(err, errno, "unpack `%s`: open", file);
 	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-	struct unpack_sink u = {.temporary = temporary, .dirfd = -1, .fd = -1};
+	struct unpack_sink u = {.dirfd = -1, .fd = -1};
 	bool made = false, renamed = false;
 	int rc = -1;
 	if (!mkdtemp(temporary)) {
@@ -847,6 +859,7 @@ int snap_unpack(const char *file, const char *dir, struct snap_pack_summary *sum
 	rc = 0;
 out:
 	close(fd);
+	check_free(&u.check);
 	if (u.fd >= 0)
 		close(u.fd);
 	if (rc < 0 && made) { /* leave nothing behind, wherever the files are now */

@@ -262,10 +262,14 @@ static int take_extent(struct snap_archive_parser *parser, struct ember_error *e
 	if (length > size || offset > size - length)
 		return refuse(parser, err, "extent of %llu bytes at %llu lies past the end of `%s` (%llu bytes)",
 			      (unsigned long long)length, (unsigned long long)offset, name, (unsigned long long)size);
+	uint64_t end = offset + length;
+	if (offset % SNAP_ARCHIVE_PAGE_SIZE || (end % SNAP_ARCHIVE_PAGE_SIZE && end != size))
+		return refuse(parser, err, "extent of %llu bytes at %llu in `%s` does not cover whole %d-byte pages",
+			      (unsigned long long)length, (unsigned long long)offset, name, SNAP_ARCHIVE_PAGE_SIZE);
 	/* Extents never overlap and lie inside files of bounded size: these sums cannot overflow. */
 	parser->extent_count++;
 	parser->data_bytes += length;
-	parser->next_offset = offset + length;
+	parser->next_offset = end;
 	parser->extent_offset = offset;
 	parser->extent_remaining = length;
 	parser->stage = STAGE_BYTES;

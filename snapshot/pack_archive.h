@@ -14,7 +14,10 @@
  * Exactly two files, `state` then `memory`, each followed by its extents;
  * then the end record, which is the last byte of the frame.  Extents hold
  * only data: holes and all-zero pages are left out, and an unpacked file is
- * its apparent size with only the extents written.
+ * its apparent size with only the extents written.  Extents cover whole
+ * 4 KiB pages (SNAP_ARCHIVE_PAGE_SIZE): each starts on a page boundary and
+ * ends on one or at the end of the file, so a file has at most one extent
+ * per page and the work an archive can ask for is bounded by file sizes.
  *
  * The parser is the single validator of an untrusted archive.  It is fed
  * decompressed bytes in pieces of any size and never buffers more than one
@@ -22,7 +25,8 @@
  * sees anything it has checked every tag, name (only the two names above,
  * in order: no paths), size (state at most SNAP_ARCHIVE_STATE_MAX, memory
  * at most SNAP_ARCHIVE_MEMORY_MAX), extent (non-empty, inside the file,
- * after the previous one, never overlapping) and the end record's counts.
+ * after the previous one, never overlapping, page-aligned) and the end
+ * record's counts.
  * It never allocates and never touches files: that is the sink's job. */
 #ifndef PACK_ARCHIVE_H
 #define PACK_ARCHIVE_H
@@ -38,6 +42,7 @@
 #define SNAP_ARCHIVE_VERSION 1
 #define SNAP_ARCHIVE_FILES 2
 #define SNAP_ARCHIVE_NAME_MAX 64
+#define SNAP_ARCHIVE_PAGE_SIZE 4096
 #define SNAP_ARCHIVE_HEADER_SIZE 16
 #define SNAP_ARCHIVE_FILE_RECORD_MAX (16 + SNAP_ARCHIVE_NAME_MAX)
 #define SNAP_ARCHIVE_EXTENT_RECORD_SIZE 24

@@ -6,12 +6,14 @@
  * was blocked in the read, for a fresh `ember-vmm run` of it, and for the
  * same static binary run on the host.
  *   read_write                 as above (what every timed run executes)
- *   read_write --touch MIB     first writes MIB MiB of non-zero bytes (so a
- *                              snapshot has that much data, not holes), then
+ *   read_write --touch MIB     first fills MIB MiB with pseudo-random bytes
+ *                              (xorshift64: a snapshot has that much data, not
+ *                              holes, and lz4 cannot shrink it), then
  *                              says "ready\n" on stderr before the read:
  *                              bench/snapshot.sh waits for it before pausing.
  *   read_write --ready         the same with nothing touched.
  * Static, plain libc: gcc -static -O2. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,13 +34,18 @@ int main(int argc, char **argv)
 	}
 	if (touch_mib > 0) {
 		size_t bytes = (size_t)touch_mib << 20;
-		volatile unsigned char *block = malloc(bytes);
+		volatile uint64_t *block = malloc(bytes);
 		if (!block) {
 			fprintf(stderr, "read_write: cannot allocate %ld MiB\n", touch_mib);
 			return 1;
 		}
-		for (size_t i = 0; i < bytes; i += 4096)
-			block[i] = (unsigned char)(i >> 12) | 1;
+		uint64_t state = 0x9e3779b97f4a7c15u;
+		for (size_t i = 0; i < bytes / sizeof *block; i++) {
+			state ^= state << 13;
+			state ^= state >> 7;
+			state ^= state << 17;
+			block[i] = state;
+		}
 	}
 	if (announce)
 		write(STDERR_FILENO, "ready\n", 6);

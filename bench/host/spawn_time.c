@@ -1,7 +1,7 @@
 /* Process start-up timer for the benchmarks.  Runs a command RUNS times
  * (after WARMUP untimed runs) with posix_spawn, reading the TSC just before
  * each spawn, and reports in microseconds:
- *   exit_*   spawn to the child's exit being reaped (waitpid), every run;
+ *   exit_*   spawn to the child's exit being reaped (wait4), every run;
  *   first_*  with --first-insn, spawn to the TSC value the child writes as
  *            8 raw bytes on stdout (bench/guest/first_insn: its first
  *            instruction), i.e. process start to first (guest) instruction;
@@ -17,7 +17,8 @@
  * --first-output, sends nothing) fails the whole measurement.  Usage:
  *   spawn_time [--first-insn | --first-output] [--stdin-byte] --runs N [--warmup W]
  *              --tsc-hz HZ -- PROGRAM [ARGS...]
- * Prints "key value" lines: <name>_min_us, _median_us, _p99_us, _max_us. */
+ * Prints "key value" lines: <name>_min_us, _median_us, _p99_us, _max_us, and
+ * minflt_median: the child's minor page faults (wait4's rusage), median. */
 #define _GNU_SOURCE /* pipe2 */
 #include <errno.h>
 #include <fcntl.h>
@@ -25,6 +26,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -41,7 +43,7 @@ struct options {
 
 /* One run: fills *to_first (if wanted) and *to_exit in cycles.  Returns 0 or -1
  * after saying why on stderr. */
-static int run_once(const struct options *options, uint64_t *to_first, uint64_t *to_exit)
+static int run_once(const struct options *options, uint64_t *to_first, uint64_t *to_exit, uint64_t *minflt)
 {
 	int pipe_fds[2] = {-1, -1};
 	int stdin_fds[2] = {-1, -1};
@@ -121,13 +123,15 @@ static int run_once(const struct options *options, uint64_t *to_first, uint64_t 
 		}
 	}
 	int status;
-	while (waitpid(child, &status, 0) < 0) {
+	struct rusage usage;
+	while (wait4(child, &status, 0, &usage) < 0) {
 		if (errno != EINTR) {
-			perror("spawn_time: waitpid");
+			perror("spawn_time: wait4");
 			return -1;
 		}
 	}
 	*to_exit = bench_tsc() - start;
+	*minflt = (uint64_t)usage.ru_minflt;
 	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
 		fprintf(stderr, "spawn_time: %s ended with status %#x\n", options->command[0], status);
 		result = -1;
@@ -176,22 +180,26 @@ int main(int argc, char **argv)
 	options.command = argv + i;
 	uint64_t *to_first = calloc((size_t)options.runs, sizeof *to_first);
 	uint64_t *to_exit = calloc((size_t)options.runs, sizeof *to_exit);
-	if (!to_first || !to_exit) {
+	uint64_t *minflt = calloc((size_t)options.runs, sizeof *minflt);
+	if (!to_first || !to_exit || !minflt) {
 		perror("spawn_time: calloc");
 		return 1;
 	}
-	uint64_t unused_first, unused_exit;
+	uint64_t unused_first, unused_exit, unused_minflt;
 	for (long run = 0; run < options.warmup; run++)
-		if (run_once(&options, &unused_first, &unused_exit) < 0)
+		if (run_once(&options, &unused_first, &unused_exit, &unused_minflt) < 0)
 			return 1;
 	for (long run = 0; run < options.runs; run++)
-		if (run_once(&options, &to_first[run], &to_exit[run]) < 0)
+		if (run_once(&options, &to_first[run], &to_exit[run], &minflt[run]) < 0)
 			return 1;
 	printf("runs %ld\n", options.runs);
 	if (options.first_insn || options.first_output)
 		report("first", to_first, (size_t)options.runs, options.hz);
 	report("exit", to_exit, (size_t)options.runs, options.hz);
+	bench_sort(minflt, (size_t)options.runs);
+	printf("minflt_median %llu\n", (unsigned long long)bench_percentile(minflt, (size_t)options.runs, 50));
 	free(to_first);
 	free(to_exit);
+	free(minflt);
 	return 0;
 }

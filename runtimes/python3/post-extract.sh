@@ -197,3 +197,7 @@ PYTHON
 # its output is deterministic.
 mkdir -p "$TREE/etc"
 ldconfig -X -r "$TREE" || die "ldconfig -r $TREE failed"
+
+# The Lambda runtime loop, where Lambda keeps its runtime: /var/runtime.
+install -D -m 0644 "$(dirname "$0")/bootstrap.py" "$TREE/var/runtime/bootstrap.py" ||
+    die "install bootstrap.py into $TREE/var/runtime"

@@ -14,8 +14,9 @@
  *   exists PATH    "PATH exists" or "PATH absent"
  *   random         "random HEX": 64 bytes from getrandom(2), in hex
  *   urandom        "urandom HEX": 64 bytes read from /dev/urandom
- *   time           "time NS RAW_NS": CLOCK_REALTIME in nanoseconds through
- *                  glibc (the vDSO) and through the raw system call
+ *   time           "time NS RAW_NS MONO_NS RAW_MONO_NS": CLOCK_REALTIME in
+ *                  nanoseconds through glibc (the vDSO) and through the raw
+ *                  system call, then CLOCK_MONOTONIC the same two ways
  *   dirty N        writes one byte into each of N pages of the fill (N at
  *                  most its size): "dirtied N"
  *   exit N         exits with status N
@@ -85,11 +86,15 @@ static void answer(char *line)
 		hex(bytes, sizeof bytes, text);
 		gt_print("urandom %s\n", text);
 	} else if (strcmp(line, "time") == 0) {
-		struct timespec libc_now = {0, 0}, raw_now = {0, 0};
-		clock_gettime(CLOCK_REALTIME, &libc_now);
-		sys(SYS_clock_gettime, CLOCK_REALTIME, &raw_now);
-		gt_print("time %lld %lld\n", (long long)libc_now.tv_sec * 1000000000LL + libc_now.tv_nsec,
-			 (long long)raw_now.tv_sec * 1000000000LL + raw_now.tv_nsec);
+		struct timespec t[4] = {{0, 0}, {0, 0}, {0, 0}, {0, 0}};
+		clock_gettime(CLOCK_REALTIME, &t[0]);
+		sys(SYS_clock_gettime, CLOCK_REALTIME, &t[1]);
+		clock_gettime(CLOCK_MONOTONIC, &t[2]);
+		sys(SYS_clock_gettime, CLOCK_MONOTONIC, &t[3]);
+		long long ns[4];
+		for (int i = 0; i < 4; i++)
+			ns[i] = (long long)t[i].tv_sec * 1000000000LL + t[i].tv_nsec;
+		gt_print("time %lld %lld %lld %lld\n", ns[0], ns[1], ns[2], ns[3]);
 	} else if (strncmp(line, "dirty ", 6) == 0) {
 		size_t pages = strtoul(line + 6, NULL, 10);
 		if (pages > fill_bytes / PAGE)

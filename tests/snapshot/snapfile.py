@@ -27,6 +27,11 @@ Usage: snapfile.py COMMAND STATE [ARGS...]   (edits STATE in place)
                                   re-encoded; exit 1 when none had OLD
   set-cpu STATE [vendor=V] [signature=N]   the saved CPU identity, re-encoded
   flip STATE OFFSET               XOR byte OFFSET with 0xff (no CRC fix)
+  edit STATE CODE                 runs the Python statements CODE with `s` the
+                                  decoded state (a dict of sections, as dump
+                                  shows them, blobs as bytes) and the helpers
+                                  set_register(s["vcpu"], NAME, VALUE) and
+                                  FILE_KINDS; then re-encodes
 """
 import json
 import struct
@@ -411,6 +416,11 @@ def main(argv):
         for arg in args:
             key, _, value = arg.partition("=")
             state["cpu"][key] = value if key == "vendor" else int(value, 0)
+        data = encode(state)
+    elif command == "edit":
+        state = decode(data)
+        exec(args[0], {"s": state, "set_register": set_register, "FILE_KINDS": FILE_KINDS,
+                       "REGISTERS": REGISTERS})
         data = encode(state)
     elif command == "flip":
         offset = int(args[0], 0)
