@@ -120,8 +120,14 @@ static void on_init_error(void *ctx, const struct wk_rapi_error *error)
 
 static void on_protocol_error(void *ctx, const char *message)
 {
-	(void)ctx;
-	fprintf(stderr, "ember-invoke: runtime API: %s\n", message);
+	struct invocation *inv = ctx;
+	pthread_mutex_lock(&inv->lock);
+	bool decided = inv->outcome != PENDING;
+	pthread_mutex_unlock(&inv->lock);
+	/* Once the invocation is decided the VM is being destroyed: a broken
+	 * connection then is expected, not news. */
+	if (!decided)
+		fprintf(stderr, "ember-invoke: runtime API: %s\n", message);
 }
 
 static void usage(FILE *out)
