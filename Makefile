@@ -100,7 +100,8 @@ $(BUILD)/fuzz/fuzz_ctl_response: tests/ctl/fuzz_ctl_response.c $(CTL_CLIENT) | $
 RAPI_SRCS := worker/runtime_api.c
 BUILD_FN_SRCS := pool-manager/ember_build_fn.c pool-manager/bundle.c ctl/control_client.c $(RAPI_SRCS) \
                  common/child.c common/function_config.c common/error.c
-INVOKE_SRCS := worker/ember_invoke.c $(RAPI_SRCS) common/child.c common/function_config.c common/error.c
+INVOKE_SRCS := worker/ember_invoke.c $(RAPI_SRCS) ctl/control_client.c common/child.c \
+               common/function_config.c common/error.c
 FN_CFLAGS := -Iworker -Ipool-manager -Ictl
 $(BIN)/ember-build-fn: $(patsubst %.c,$(OBJ)/%.o,$(BUILD_FN_SRCS))
 	@mkdir -p $(dir $@)

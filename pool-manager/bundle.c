@@ -128,6 +128,9 @@ static void archive_reason(struct unpack *u, char *out, size_t capacity)
 	else if (u->archive)
 		reason = archive_error_string(u->archive);
 	escape_for_message(reason ? reason : "unknown libarchive error", out, capacity);
+	size_t length = strlen(out);
+	while (length >= 4 && strcmp(out + length - 4, "\\x0a") == 0)
+		out[length -= 4] = '\0'; /* some libarchive messages end in a newline */
 }
 
 /* openat2() with O_CLOEXEC added; retries the EAGAIN that RESOLVE_* answers
@@ -638,6 +641,9 @@ static int open_archive(struct unpack *u)
 			return ember_error_set(u->err, "%s", reason);
 		if (gzip)
 			return ember_error_set(u->err, "the gzip data is not a tar archive (%s)", reason);
+		if (n == 2 && magic[0] == 'P' && magic[1] == 'K')
+			return ember_error_set(u->err, "a damaged zip archive: no valid central directory; truncated? (%s)",
+					       reason);
 		return ember_error_set(u->err, "not a zip or tar.gz archive (%s)", reason);
 	}
 	snprintf(u->report->format, sizeof u->report->format, "%s", gzip ? "tar.gz" : "zip");
@@ -707,88 +713,153 @@ static int split_path(const char *path, char parent[PATH_MAX], char base[NAME_MA
 	return 0;
 }
 
+/* The directories above the one remove_tree() is emptying: who each is
+ * (to check that ".." leads back to it) and the name of the child below it. */
+struct removal_stack {
+	struct removal_level {
+		dev_t device;
+		ino_t inode;
+	} *levels;
+	size_t depth, capacity;
+	char *names; /* one NUL-terminated name per level */
+	size_t names_length, names_capacity;
+};
+
+static int removal_push(struct removal_stack *stack, int dir_fd, const char *child)
+{
+	struct stat st;
+	if (fstat(dir_fd, &st) < 0)
+		return -1;
+	size_t n = strlen(child) + 1;
+	if (stack->depth == stack->capacity) {
+		size_t capacity = stack->capacity ? stack->capacity * 2 : 64;
+		struct removal_level *grown = reallocarray(stack->levels, capacity, sizeof *grown);
+		if (!grown)
+			return -1;
+		stack->levels = grown;
+		stack->capacity = capacity;
+	}
+	if (stack->names_capacity - stack->names_length < n) {
+		size_t capacity = stack->names_capacity ? stack->names_capacity * 2 : 4096;
+		while (capacity - stack->names_length < n)
+			capacity *= 2;
+		char *grown = realloc(stack->names, capacity);
+		if (!grown)
+			return -1;
+		stack->names = grown;
+		stack->names_capacity = capacity;
+	}
+	stack->levels[stack->depth++] = (struct removal_level){st.st_dev, st.st_ino};
+	memcpy(stack->names + stack->names_length, child, n);
+	stack->names_length += n;
+	return 0;
+}
+
+/* Empties the directory `dir_fd` of everything but non-empty directories;
+ * stops at the first of those, copying its name to `child`.  Returns 1 when
+ * it found one, 0 when the directory is empty, -1 with errno. */
+static int empty_directory(int dir_fd, char child[NAME_MAX + 1])
+{
+	/* A fresh open: a dup would share the read position. */
+	int list_fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (list_fd < 0)
+		return -1;
+	DIR *dir = fdopendir(list_fd);
+	if (!dir) {
+		close(list_fd);
+		return -1;
+	}
+	int result = 0;
+	struct dirent *entry;
+	while ((errno = 0, entry = readdir(dir)) != NULL) {
+		const char *n = entry->d_name;
+		if (strcmp(n, ".") == 0 || strcmp(n, "..") == 0)
+			continue;
+		if (entry->d_type != DT_DIR) {
+			if (unlinkat(dir_fd, n, 0) == 0)
+				continue;
+			if (errno != EISDIR) {
+				result = -1;
+				break;
+			}
+		}
+		if (unlinkat(dir_fd, n, AT_REMOVEDIR) == 0)
+			continue;
+		if (errno != ENOTEMPTY && errno != EEXIST) {
+			result = -1;
+			break;
+		}
+		snprintf(child, NAME_MAX + 1, "%s", n);
+		result = 1;
+		break;
+	}
+	if (result == 0 && errno != 0)
+		result = -1; /* readdir failed */
+	int errnum = errno;
+	closedir(dir);
+	errno = errnum;
+	return result;
+}
+
 /* Removes `name` in `parent_fd` and everything below it, never following a
- * link: depth first, holding at most three descriptors whatever the depth
- * (each directory is reopened by its path from the top, beneath it).
- * Returns 0, or -1 with errno. */
+ * link.  Depth first, with two descriptors at most whatever the depth: it
+ * goes down with openat(O_NOFOLLOW) and back up through "..", checking that
+ * ".." is the directory it came from.  Returns 0, or -1 with errno. */
 static int remove_tree(int parent_fd, const char *name)
 {
-	int top = openat(parent_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (top < 0)
+	int current = openat(parent_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (current < 0)
 		return errno == ENOENT ? 0 : -1;
-	char path[POOL_BUNDLE_PATH_MAX + NAME_MAX + 2] = "";
-	size_t length = 0;
+	struct removal_stack stack = {0};
+	char child[NAME_MAX + 1];
 	int errnum = 0;
-	while (errnum == 0) {
-		/* A fresh open each time: a dup would share the read position. */
-		int dir_fd = open_beneath(top, length == 0 ? "." : path, O_RDONLY | O_DIRECTORY, 0, RESOLVE_STRICT);
-		if (dir_fd < 0) {
+	for (;;) {
+		int found = empty_directory(current, child);
+		if (found < 0) {
 			errnum = errno;
 			break;
 		}
-		DIR *dir = fdopendir(dir_fd);
-		if (!dir) {
-			errnum = errno;
-			close(dir_fd);
-			break;
-		}
-		bool descended = false;
-		struct dirent *child;
-		while (!descended && errnum == 0 && (errno = 0, child = readdir(dir)) != NULL) {
-			const char *n = child->d_name;
-			if (strcmp(n, ".") == 0 || strcmp(n, "..") == 0)
-				continue;
-			if (child->d_type != DT_DIR && unlinkat(dir_fd, n, 0) == 0)
-				continue;
-			if (child->d_type != DT_DIR && errno != EISDIR) {
+		if (found > 0) {
+			int below = -1;
+			if (removal_push(&stack, current, child) < 0 ||
+			    (below = openat(current, child, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0) {
 				errnum = errno;
 				break;
 			}
-			if (unlinkat(dir_fd, n, AT_REMOVEDIR) == 0)
-				continue;
-			if (errno != ENOTEMPTY && errno != EEXIST) {
-				errnum = errno;
-				break;
-			}
-			size_t n_length = strlen(n);
-			if (length + 1 + n_length >= sizeof path) {
-				errnum = ENAMETOOLONG;
-				break;
-			}
-			if (length > 0)
-				path[length++] = '/';
-			memcpy(path + length, n, n_length + 1);
-			length += n_length;
-			descended = true;
-		}
-		if (!descended && errnum == 0 && errno != 0)
-			errnum = errno; /* readdir failed */
-		closedir(dir);
-		if (errnum != 0 || descended)
+			close(current);
+			current = below;
 			continue;
-		if (length == 0)
-			break;
-		/* `path` is empty now: remove it from its parent, go back up. */
-		char *slash = strrchr(path, '/');
-		int parent = -1;
-		if (slash) {
-			*slash = '\0';
-			parent = open_beneath(top, path, O_PATH | O_DIRECTORY, 0, RESOLVE_STRICT);
-			*slash = '/';
-		} else {
-			parent = fcntl(top, F_DUPFD_CLOEXEC, 0);
 		}
-		if (parent < 0) {
+		if (stack.depth == 0)
+			break;
+		int above = openat(current, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		struct stat st;
+		if (above < 0 || fstat(above, &st) < 0) {
+			errnum = errno;
+			if (above >= 0)
+				close(above);
+			break;
+		}
+		const struct removal_level *level = &stack.levels[stack.depth - 1];
+		if (st.st_dev != level->device || st.st_ino != level->inode) {
+			errnum = ESTALE; /* the tree was moved while being removed */
+			close(above);
+			break;
+		}
+		close(current);
+		current = above;
+		stack.depth--;
+		stack.names_length--; /* the last name's NUL */
+		while (stack.names_length > 0 && stack.names[stack.names_length - 1] != '\0')
+			stack.names_length--;
+		if (unlinkat(current, stack.names + stack.names_length, AT_REMOVEDIR) < 0) {
 			errnum = errno;
 			break;
 		}
-		if (unlinkat(parent, slash ? slash + 1 : path, AT_REMOVEDIR) < 0)
-			errnum = errno;
-		close(parent);
-		length = slash ? (size_t)(slash - path) : 0;
-		path[length] = '\0';
 	}
-	close(top);
+	close(current);
+	free(stack.levels);
+	free(stack.names);
 	if (errnum == 0 && unlinkat(parent_fd, name, AT_REMOVEDIR) < 0)
 		errnum = errno;
 	errno = errnum;

@@ -479,8 +479,8 @@ static int pack_stream(struct pack_writer *w, int dirfd, struct ember_error *err
 int snap_pack(const char *dir, const char *file, struct snap_pack_summary *summary, struct ember_error *err)
 {
 	struct snap_pack_summary verified;
-	if (snap_verify_dir(dir, &verified, err) < 0)
-		return -1; /* the message names the snapshot and its flaw */
+	if (verify_directory(dir, &verified, err) < 0)
+		return ember_error_wrap(err, "pack `%s` into `%s`", dir, file);
 
 	char temporary[PATH_MAX], parent[PATH_MAX];
 	if (temporary_name(file, temporary, sizeof temporary, err) < 0)

@@ -33,7 +33,7 @@ struct snap_pack_summary {
 	uint64_t packed_bytes;    /* size of the packed file; 0 for snap_verify_dir */
 };
 
-/* Packs snapshot directory `dir` (which must pass snap_verify_dir() first)
+/* Packs snapshot directory `dir` (which must pass snap_verify_dir())
  * into `file`, written as `file`.tmp-XXXXXX, fsynced and renamed over
  * `file` (so an existing `file` is replaced only by a complete one), then
  * the directory fsynced.  Fills *summary (may be NULL).  -1 with err, and

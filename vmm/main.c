@@ -43,6 +43,7 @@ struct options {
 	const char *control_sock;
 	const char *runtime_api;
 	bool paused;
+	bool pretouch;
 	uint64_t mem_mib;
 	const char *root;
 	const char *task;
@@ -61,7 +62,7 @@ static void usage(FILE *out)
 		"                     [--timeout S] [--trace] [--control-sock PATH] [--runtime-api PATH]\n"
 		"                     -- PROGRAM [ARGS...]\n"
 		"       ember-vmm restore DIR [--control-sock PATH] [--runtime-api PATH] [--timeout S]\n"
-		"                     [--paused] [--trace]\n"
+		"                     [--paused] [--pretouch] [--trace]\n"
 		"Runs PROGRAM (a path inside the guest) in a new KVM microVM, or resumes the VM saved\n"
 		"in snapshot DIR, and exits with the guest's status.\n"
 		"  --mem MiB     guest memory and memory cap, 16..16384 (default %d)\n"
@@ -74,7 +75,8 @@ static void usage(FILE *out)
 		"  --control-sock PATH  serve pause/resume/snapshot/stats/quit on a Unix socket\n"
 		"  --runtime-api PATH   forward the guest's TCP connections to 127.0.0.1:9001 (the AWS\n"
 		"                Lambda Runtime API) to this host Unix socket\n"
-		"  --paused      (restore) wait, fully set up, for `resume` on the control socket\n",
+		"  --paused      (restore) wait, fully set up, for `resume` on the control socket\n"
+		"  --pretouch    (restore) map the snapshot's memory in before the guest runs\n",
 		DEFAULT_MEM_MIB);
 }
 
@@ -114,6 +116,9 @@ static int parse_options(int argc, char **argv, struct options *opt, struct embe
 			continue;
 		} else if (strcmp(arg, "--paused") == 0 && opt->restore) {
 			opt->paused = true;
+			continue;
+		} else if (strcmp(arg, "--pretouch") == 0 && opt->restore) {
+			opt->pretouch = true;
 			continue;
 		} else if (arg[0] != '-' || arg[1] != '-') {
 			break; /* the program: `--` is optional */
@@ -350,6 +355,7 @@ int main(int argc, char **argv)
 	struct timespec start, ready;
 	clock_gettime(CLOCK_MONOTONIC, &start);
 	process.runtime_api_path = opt.runtime_api;
+	process.pretouch = opt.pretouch;
 	int rc = vmm_interrupt_install(&err);
 	if (rc == 0 && opt.restore) {
 		rc = vmm_snapshot_restore(&process, opt.snapshot_dir, &err);

@@ -49,6 +49,7 @@ struct vmm_process {
 	struct vmm_vm vm;
 	struct vmm_control *control; /* the control socket, or NULL */
 	const char *runtime_api_path;  /* host Unix socket behind 127.0.0.1:9001, or NULL */
+	bool pretouch;                 /* restore: map the snapshot's pages in up front */
 	struct vmm_memory_map mm;
 	struct vmm_fdtable fds;
 	struct vmm_layers layers;

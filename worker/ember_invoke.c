@@ -1,6 +1,6 @@
 /* ember-invoke: one invocation of a built function, end to end.
  *
- *   ember-invoke DIR [--event FILE|-] [--timeout S]
+ *   ember-invoke DIR [--event FILE|-] [--timeout S] [--warm]
  *
  * Restores one microVM from DIR/snapshot, serves it the event over the
  * Runtime API (worker/runtime_api.h), prints the response on stdout as its
@@ -8,7 +8,11 @@
  * stderr (capped), and destroys the VM.  Exit status: 0 success, 1 function
  * error (the error document is printed on stdout), 2 usage or bad input,
  * 3 timeout, 4 the runtime crashed, exited or broke the protocol, 5 host
- * error.  Every failure is reported once, on stderr, with its reason. */
+ * error.  Every failure is reported once, on stderr, with its reason.
+ *
+ * With --warm the VM is first restored paused and pre-touched, as a warm
+ * pool holds it; only then is the event pushed and the VM resumed, and the
+ * time from event in to result out is reported on stderr. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -25,6 +29,7 @@
 #include <unistd.h>
 
 #include "child.h"
+#include "control_client.h"
 #include "function_config.h"
 #include "runtime_api.h"
 
@@ -130,6 +135,32 @@ static void on_protocol_error(void *ctx, const char *message)
 		fprintf(stderr, "ember-invoke: runtime API: %s\n", message);
 }
 
+static int control_command(const char *socket_path, uint16_t command, struct ember_error *err)
+{
+	struct ctl_connection connection;
+	struct ctl_response response;
+	if (ctl_connect(&connection, socket_path, 5, err) < 0)
+		return -1;
+	int rc = ctl_send_request(&connection, command, NULL, 0, err);
+	if (rc == 0)
+		rc = ctl_receive_response(&connection, command, &response, err);
+	ctl_close(&connection);
+	if (rc == 0 && response.status != EMBER_CONTROL_OK)
+		rc = ember_error_set(err, "the VMM refused command %u (status %u)", command, response.status);
+	return rc;
+}
+
+/* Waits (up to 10 s) until the restored VM answers on its control socket. */
+static int wait_until_paused(const char *socket_path, struct ember_error *err)
+{
+	for (int attempt = 0; attempt < 10000; attempt++) {
+		if (access(socket_path, F_OK) == 0 && control_command(socket_path, EMBER_CONTROL_STATS, err) == 0)
+			return 0;
+		usleep(1000);
+	}
+	return ember_error_wrap(err, "the restored VM never answered on its control socket");
+}
+
 static void usage(FILE *out)
 {
 	fprintf(out, "usage: ember-invoke DIR [--event FILE|-] [--timeout S]\n"
@@ -137,6 +168,7 @@ static void usage(FILE *out)
 		     "prints the response on stdout and the function's logs on stderr.\n"
 		     "  --event FILE  the JSON event (`-` for stdin; default {})\n"
 		     "  --timeout S   the invocation timeout (default: the function's)\n"
+		     "  --warm        restore paused and pre-touched first; report event-in-to-result-out\n"
 		     "Exit status: 0 ok, 1 function error, 2 usage, 3 timeout, 4 runtime failure, 5 host error.\n");
 }
 
@@ -225,10 +257,13 @@ int main(int argc, char **argv)
 {
 	const char *dir = NULL, *event_path = NULL;
 	double timeout = 0;
+	bool warm = false;
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
 			usage(stdout);
 			return EXIT_OK;
+		} else if (strcmp(argv[i], "--warm") == 0) {
+			warm = true;
 		} else if (strcmp(argv[i], "--event") == 0 && i + 1 < argc) {
 			event_path = argv[++i];
 		} else if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc) {
@@ -272,7 +307,8 @@ int main(int argc, char **argv)
 
 	static struct invocation inv = {.lock = PTHREAD_MUTEX_INITIALIZER};
 	int exit_code = EXIT_HOST_ERROR;
-	char socket_dir[64] = "", socket_path[128], vmm[PATH_MAX], snapshot[PATH_MAX], timeout_text[32];
+	char socket_dir[64] = "", socket_path[128], control_path[128], vmm[PATH_MAX], snapshot[PATH_MAX];
+	char timeout_text[32];
 	struct wk_rapi_server *server = NULL;
 	pid_t pid = -1;
 	int log_fd = -1;
@@ -301,15 +337,26 @@ int main(int argc, char **argv)
 		.request_id = inv.request_id, .deadline_ms = deadline, .invoked_function_arn = arn,
 		.trace_id = trace, .body = event, .body_length = event_length,
 	};
-	if (wk_rapi_push_event(server, &rapi_event, &err) < 0)
+	if (!warm && wk_rapi_push_event(server, &rapi_event, &err) < 0)
 		goto fail;
 
 	snprintf(snapshot, sizeof snapshot, "%s/snapshot", dir);
+	snprintf(control_path, sizeof control_path, "%s/control.sock", socket_dir);
 	/* The VMM's own timeout is a backstop; ours below ends the invocation. */
 	snprintf(timeout_text, sizeof timeout_text, "%.3f", timeout + 5);
-	char *vmm_argv[] = {vmm, "restore", snapshot, "--runtime-api", socket_path, "--timeout", timeout_text, NULL};
+	char *vmm_argv[] = {vmm, "restore", snapshot, "--runtime-api", socket_path, "--timeout", timeout_text,
+			    warm ? "--paused" : NULL, "--pretouch", "--control-sock", control_path, NULL};
 	if (ember_spawn(vmm_argv, -1, &pid, &log_fd, &err) < 0)
 		goto fail;
+	struct timespec event_in;
+	if (warm) {
+		if (wait_until_paused(control_path, &err) < 0)
+			goto fail;
+		clock_gettime(CLOCK_MONOTONIC, &event_in);
+		if (wk_rapi_push_event(server, &rapi_event, &err) < 0 ||
+		    control_command(control_path, EMBER_CONTROL_RESUME, &err) < 0)
+			goto fail;
+	}
 
 	uint64_t started = now_ms(CLOCK_MONOTONIC), limit = (uint64_t)(timeout * 1000);
 	uint64_t relayed = 0;
@@ -339,6 +386,13 @@ int main(int argc, char **argv)
 		pthread_mutex_unlock(&inv.lock);
 		if (outcome == PENDING && !vm_running)
 			break;
+	}
+	if (warm && outcome != PENDING) {
+		struct timespec result_out;
+		clock_gettime(CLOCK_MONOTONIC, &result_out);
+		fprintf(stderr, "ember-invoke: event in to result out: %ld us\n",
+			(long)((result_out.tv_sec - event_in.tv_sec) * 1000000 +
+			       (result_out.tv_nsec - event_in.tv_nsec) / 1000));
 	}
 	/* The VM serves one invocation and is destroyed. */
 	if (pid > 0) {

@@ -171,7 +171,7 @@ static void escape(const char *text, size_t max_in, char *out, size_t out_size)
 {
 	static const char hex[] = "0123456789abcdef";
 	size_t o = 0, i;
-	for (i = 0; text[i] != '\0' && i < max_in; i++) {
+	for (i = 0; i < max_in && text[i] != '\0'; i++) {
 		unsigned char c = (unsigned char)text[i];
 		if (c >= 0x20 && c < 0x7f && c != '\\') {
 			if (o + 1 >= out_size)
@@ -240,7 +240,7 @@ static long decode_base64(const char *in, unsigned char *out, size_t out_size)
 	size_t padding = 0;
 	for (; in[i] == '='; i++)
 		padding++;
-	if (in[i] != '\0' || count == 1 || (padding != 0 && count + padding != 4))
+	if (in[i] != '\0' || count == 1 || (padding != 0 && (count < 2 || count + padding != 4)))
 		return -1;
 	if (count >= 2) {
 		if (o + (size_t)(count - 1) > out_size)
@@ -661,7 +661,9 @@ static enum MHD_Result begin_request(struct wk_rapi_server *server, struct reque
 		return MHD_YES;
 	switch (request->kind) {
 	case REQUEST_RESPONSE:
-		report_protocol_error(server, "response for %s declares %lld bytes, over the %llu-byte limit (answered 413)",
+		report_protocol_error(server,
+				      "response for %s declares %lld bytes, over the %llu-byte limit"
+				      " (answered 413)",
 				      request->request_id, length, (unsigned long long)request->limit);
 		pthread_mutex_lock(&server->lock);
 		remove_invocation(server, request->request_id);
@@ -670,7 +672,8 @@ static enum MHD_Result begin_request(struct wk_rapi_server *server, struct reque
 		return queue_too_large(connection, request->limit);
 	case REQUEST_INVOCATION_ERROR:
 	case REQUEST_INIT_ERROR:
-		report_protocol_error(server, "error body declares %lld bytes, over the %u-byte limit (answered 413)",
+		report_protocol_error(server,
+				      "error body declares %lld bytes, over the %u-byte limit (answered 413)",
 				      length, WK_RAPI_ERROR_BODY_MAX);
 		if (request->kind == REQUEST_INVOCATION_ERROR) {
 			pthread_mutex_lock(&server->lock);
@@ -680,7 +683,8 @@ static enum MHD_Result begin_request(struct wk_rapi_server *server, struct reque
 		report_error(server, request, true);
 		return queue_too_large(connection, request->limit);
 	case REQUEST_NEXT:
-		report_protocol_error(server, "GET /next declares a %lld-byte body (answered 413)", length);
+		report_protocol_error(server, "GET /next declares a %lld-byte body (answered 413)",
+				      length);
 		return queue_too_large(connection, request->limit);
 	case REQUEST_REFUSED:
 		break;
@@ -941,7 +945,8 @@ static void request_completed(void *cls, struct MHD_Connection *connection, void
 	pthread_mutex_unlock(&server->lock);
 
 	if (requeued)
-		report_protocol_error(server, "the event %s was not delivered (connection ended); queued again",
+		report_protocol_error(server,
+				      "the event %s was not delivered (connection ended); queued again",
 				      request->request_id);
 	if (unfinished) {
 		report_protocol_error(server, "connection ended before the body of %s was complete",
@@ -1003,7 +1008,9 @@ static void log_from_mhd(void *cls, const char *format, va_list arguments)
 		char name[96];
 		snprintf(name, sizeof name, "%.*s", (int)(title_end - title), title);
 		escape(name, sizeof name, escaped, sizeof escaped);
-		report_protocol_error(server, "malformed HTTP: %s (libmicrohttpd answered %u and closed the connection)",
+		report_protocol_error(server,
+				      "malformed HTTP: %s (libmicrohttpd answered %u and closed the"
+				      " connection)",
 				      escaped, status);
 		return;
 	}
@@ -1154,7 +1161,8 @@ int wk_rapi_push_event(struct wk_rapi_server *server, const struct wk_rapi_event
 {
 	const char *id = event->request_id;
 	if (id == NULL || !wk_rapi_request_id_valid(id, strnlen(id, WK_RAPI_REQUEST_ID_MAX + 1)))
-		return ember_error_set(err, "push event: the request id is not 1 to %d bytes of [A-Za-z0-9-]",
+		return ember_error_set(err,
+				       "push event: the request id is not 1 to %d bytes of [A-Za-z0-9-]",
 				       WK_RAPI_REQUEST_ID_MAX);
 	if (event->invoked_function_arn == NULL || event->invoked_function_arn[0] == '\0')
 		return ember_error_set(err, "push event %s: no invoked function ARN", id);
@@ -1162,11 +1170,14 @@ int wk_rapi_push_event(struct wk_rapi_server *server, const struct wk_rapi_event
 				event->cognito_identity};
 	for (size_t i = 0; i < sizeof values / sizeof values[0]; i++)
 		if (values[i] != NULL && !header_value_valid(values[i], WK_RAPI_EVENT_HEADER_MAX))
-			return ember_error_set(err, "push event %s: a header value is not printable ASCII of at most %d bytes",
+			return ember_error_set(err,
+					       "push event %s: a header value is not printable ASCII"
+					       " of at most %d bytes",
 					       id, WK_RAPI_EVENT_HEADER_MAX);
 	if (event->body_length > WK_RAPI_PAYLOAD_MAX)
-		return ember_error_set(err, "push event %s: the body is %zu bytes, over the %u-byte limit",
-				       id, event->body_length, WK_RAPI_PAYLOAD_MAX);
+		return ember_error_set(err,
+				       "push event %s: the body is %zu bytes, over the %u-byte limit", id,
+				       event->body_length, WK_RAPI_PAYLOAD_MAX);
 	if (event->body == NULL && event->body_length != 0)
 		return ember_error_set(err, "push event %s: no body", id);
 

@@ -30,7 +30,10 @@
  *   a response body past its limit (an error body past 1 MiB)
  *                                                 413 RequestEntityTooLarge
  *   init/error after the runtime asked for an event  403 InvalidStateTransition
- *   a Content-Type or Response-Mode header that is too long  400 InvalidHeader
+ *   a Content-Type past WK_RAPI_CONTENT_TYPE_MAX bytes      400 InvalidHeader
+ *   several Content-Length or Transfer-Encoding headers, both, or an
+ *     encoding other than chunked (answered at once, then closed)
+ *                                                      400 InvalidHeader
  *   malformed HTTP: libmicrohttpd answers 400 (or 413/431) and closes.
  * A refused request whose body is declared longer than what its endpoint
  * accepts is answered before its body is read, and the connection is then

@@ -982,8 +982,8 @@ static void test_corrupt(void)
 	size_t zip_size, tgz_size;
 	free(read_file(zip, &zip_size, 64 << 20));
 	free(read_file(tgz, &tgz_size, 64 << 20));
-	refuse_damaged("refuse/zip-truncated-half", zip, zip_size / 2, -1, "");
-	refuse_damaged("refuse/zip-truncated-end", zip, zip_size - 1, -1, "");
+	refuse_damaged("refuse/zip-truncated-half", zip, zip_size / 2, -1, "damaged zip archive");
+	refuse_damaged("refuse/zip-truncated-end", zip, zip_size - 1, -1, "damaged zip archive");
 	refuse_damaged("refuse/tar.gz-truncated-half", tgz, tgz_size / 2, -1, "truncated");
 	refuse_damaged("refuse/tar.gz-without-trailer", tgz, tgz_size - 8, -1, "truncated");
 	refuse_damaged("refuse/tar.gz-truncated-length", tgz, tgz_size - 2, -1, "truncated");

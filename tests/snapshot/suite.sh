@@ -324,11 +324,11 @@ if guest_ready control/states counter; then
 	fi
 fi
 
-# quit is answered before the VMM exits, every time: ten VMs, each quit
+# quit is answered before the VMM exits, every time: twenty VMs, each quit
 # while its guest runs.
 if [[ -x $GROOT/bin/counter ]]; then
 	lost=0
-	for ((try = 0; try < 10; try++)); do
+	for ((try = 0; try < 20; try++)); do
 		SOCK=$T/quit$try.sock
 		start_vm "quit$try" run --root "$GROOT" --task "$GTASK" --timeout 60 --control-sock "$SOCK" -- /bin/counter
 		if wait_socket "$SOCK" && wait_line "$T/quit$try.out" '^count 2$'; then
@@ -341,7 +341,7 @@ if [[ -x $GROOT/bin/counter ]]; then
 		wait_exit "$VM_PID" 10
 	done
 	if ((lost)); then
-		fail control/quit-always-answers "$lost of 10 quits got no answer: the VMM exited before its control thread answered" \
+		fail control/quit-always-answers "$lost of 20 quits got no answer: the VMM exited before its control thread answered" \
 			"$T/quit-lost.err"
 	else
 		pass control/quit-always-answers
