@@ -113,6 +113,14 @@ $(BIN)/ember-invoke: $(patsubst %.c,$(OBJ)/%.o,$(INVOKE_SRCS))
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -ljansson -lmicrohttpd -lpthread
 $(OBJ)/worker/%.o $(OBJ)/pool-manager/%.o: CFLAGS += $(FN_CFLAGS)
 
+# ---- the Runtime API server's tests (tests/rapi) -----------------------------
+RAPI_TEST_SRCS := tests/rapi/test_runtime_api.c worker/runtime_api.c common/error.c
+$(BUILD)/tests/rapi_test: $(RAPI_TEST_SRCS) worker/runtime_api.h common/error.h | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  UNIT    $@")
+	$(Q)$(CC) $(filter-out -O2,$(CFLAGS)) -O1 -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+	    -fno-omit-frame-pointer -Iworker -o $@ $(RAPI_TEST_SRCS) -lmicrohttpd -lpthread
+
 # ---- guest test programs (static, run inside the VM) -----------------------
 GUEST_SRCS := $(wildcard tests/guest/*.c)
 GUEST_BINS := $(patsubst tests/guest/%.c,$(BUILD)/guest/%,$(GUEST_SRCS))
@@ -130,7 +138,7 @@ UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRCS))
 VMM_TESTABLE := vmm/memory_map.c vmm/memfs.c vmm/pipe.c vmm/file_layers.c vmm/fdtable.c \
                 vmm/vm.c vmm/clock.c snapshot/snap_state.c snapshot/snap_buffer.c common/error.c
 .PHONY: units fuzzers
-units: $(UNIT_BINS) $(CTL_TEST_BINS)
+units: $(UNIT_BINS) $(CTL_TEST_BINS) $(BUILD)/tests/rapi_test
 $(BUILD)/unit/%: tests/unit/%.c tests/unit/unit_test.h $(VMM_TESTABLE) $(BUILD)/gen/syscall_names.h | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  UNIT    $@")

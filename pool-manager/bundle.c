@@ -600,7 +600,7 @@ static uint64_t saturating_add(uint64_t a, uint64_t b)
  * magic, zip otherwise.  Sets report->format.  Returns 0 or -1. */
 static int open_archive(struct unpack *u)
 {
-	unsigned char magic[2];
+	unsigned char magic[4];
 	ssize_t n = pread(u->bundle_fd, magic, sizeof magic, 0);
 	if (n < 0)
 		return ember_error_errno(u->err, errno, "read the bundle");
@@ -609,7 +609,7 @@ static int open_archive(struct unpack *u)
 	u->archive = archive_read_new();
 	if (!u->archive)
 		return ember_error_set(u->err, "out of memory");
-	bool gzip = n == 2 && magic[0] == 0x1f && magic[1] == 0x8b;
+	bool gzip = n >= 2 && magic[0] == 0x1f && magic[1] == 0x8b;
 	int status;
 	if (gzip) {
 		u->gzip = calloc(1, sizeof *u->gzip);
@@ -641,9 +641,11 @@ static int open_archive(struct unpack *u)
 			return ember_error_set(u->err, "%s", reason);
 		if (gzip)
 			return ember_error_set(u->err, "the gzip data is not a tar archive (%s)", reason);
-		if (n == 2 && magic[0] == 'P' && magic[1] == 'K')
+		if (n == 4 && memcmp(magic, "PK\3\4", 4) == 0)
 			return ember_error_set(u->err, "a damaged zip archive: no valid central directory; truncated? (%s)",
 					       reason);
+		if (n == 4 && memcmp(magic, "PK\5\6", 4) == 0)
+			return ember_error_set(u->err, "the bundle holds no entries (an empty zip archive)");
 		return ember_error_set(u->err, "not a zip or tar.gz archive (%s)", reason);
 	}
 	snprintf(u->report->format, sizeof u->report->format, "%s", gzip ? "tar.gz" : "zip");

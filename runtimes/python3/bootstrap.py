@@ -457,7 +457,7 @@ class RuntimeApi:
                 data = chunk_bytes(item)
             except Exception as e:
                 document = error_document("Runtime.MarshalError",
-                                          "Unable to marshal a streamed chunk: %s" % e, [])
+                                          "Unable to marshal a streamed chunk: %s" % truncate(str(e), 1024), [])
                 break
             self._send_chunk(data)
         ending = b"0\r\n"
@@ -554,21 +554,22 @@ def invoke(api, handler, headers, body):
         api.post_error(request_id, document)
         return
 
+    stream = False
+    first = b""
     try:
         result = handler(event, context)
-        if is_stream(result):
+        stream = is_stream(result)
+        if stream:
             # The first item is taken before the response starts, so an
             # error before any output is an ordinary invocation error.
-            first = None
             for item in result:
-                first = chunk_bytes(item)
+                try:
+                    first = chunk_bytes(item)
+                except Exception as e:
+                    post_marshal_error(api, request_id, "a streamed chunk", e)
+                    return
                 if first:
                     break
-            else:
-                api.post_stream(request_id, b"", iter(()))
-                return
-            api.post_stream(request_id, first, result)
-            return
     except SystemExit as e:
         document = error_document("Runtime.ExitError",
                                   "RequestId: %s Error: the handler exited (sys.exit(%r))" % (request_id, e.code), [])
@@ -583,17 +584,24 @@ def invoke(api, handler, headers, body):
         log_error(document, request_id)
         api.post_error(request_id, document)
         return
+    if stream:
+        api.post_stream(request_id, first, result)
+        return
 
     try:
         payload = to_json(result)
     except Exception as e:
-        document = error_document("Runtime.MarshalError",
-                                  "Unable to marshal response: %s" % truncate(str(e), 1024), [])
-        log_error(document, request_id)
-        api.post_error(request_id, document)
+        post_marshal_error(api, request_id, "the response", e)
         return
     del result
     api.post_response(request_id, payload)
+
+
+def post_marshal_error(api, request_id, what, exc):
+    document = error_document("Runtime.MarshalError",
+                              "Unable to marshal %s: %s" % (what, truncate(str(exc), 1024)), [])
+    log_error(document, request_id)
+    api.post_error(request_id, document)
 
 
 def main():

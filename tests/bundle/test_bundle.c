@@ -940,7 +940,7 @@ static void test_types(void)
 	if (!build(c.bundle, ZIP, NULL, 0))
 		fail("refuse/empty-zip", "could not build the fixture");
 	else
-		expect_refused("refuse/empty-zip", &c, NULL, "not a zip or tar.gz archive");
+		expect_refused("refuse/empty-zip", &c, NULL, "holds no entries");
 }
 
 /* Copies the bundle of a good case, damaged by `damage`, into a new case

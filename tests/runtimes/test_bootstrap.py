@@ -219,6 +219,20 @@ def test_stream_error(r):
     check(document["errorMessage"] == "stream broke" and document["stackTrace"], "error body %r" % document)
 
 
+def test_stream_odd_items(r):
+    code = ("def handler(e, c):\n    if e['case'] == 'empty':\n        return iter([])\n"
+            "    if e['case'] == 'bad_first':\n        return iter([{1, 2}])\n"
+            "    return (x for x in ['', b'', {'k': [1]}, 7, 'é'])\n")
+    report = r.run(None, [{"case": "empty"}, {"case": "bad_first"}, {"case": "mixed"}],
+                   files={"lambda_function.py": code})
+    kinds = [x["kind"] for x in report["results"]]
+    check(kinds == ["stream", "error", "stream"], "kinds %r" % kinds)
+    empty, bad, mixed = report["results"]
+    check(empty["chunks"] == [] and not empty["trailers"], "empty stream %r" % empty)
+    check(json_body(bad)["errorType"] == "Runtime.MarshalError", "bad first item %r" % bad["body"])
+    check([c["data"] for c in mixed["chunks"]] == [b'{"k":[1]}', b"7", "é".encode()], "mixed %r" % mixed["chunks"])
+
+
 def test_syntax_error(r):
     document = expect_init_error(r.run("syntax_error", []), "Runtime.UserCodeSyntaxError", "lambda_function")
     check("line 5" in document["errorMessage"], "no line number in %r" % document["errorMessage"])
@@ -465,8 +479,9 @@ def test_provided_init_error(r):
     check(report["exit"] == 1, "exit %s" % report["exit"])
 
 
-def raw_exchange(binary, first_answer, timeout=10):
-    """Runs the provided example against a bare TCP server that answers its
+def raw_exchange(binary, first_answer, timeout=10, command=None, env=None):
+    """Runs the provided example (or `command` with `env`) against a bare
+    TCP server that answers its
     first GET /next with the bytes first_answer, then answers POSTs with 202
     and holds the next GET. Returns (exit status, stderr, [(request line,
     body)], connections)."""
@@ -522,8 +537,9 @@ def raw_exchange(binary, first_answer, timeout=10):
             threading.Thread(target=serve, args=(conn,), daemon=True).start()
 
     threading.Thread(target=accept, daemon=True).start()
-    env = {"AWS_LAMBDA_RUNTIME_API": "127.0.0.1:%d" % listener.getsockname()[1], "AWS_LAMBDA_FUNCTION_NAME": "fn"}
-    process = subprocess.Popen([binary], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    env = dict(env or {"AWS_LAMBDA_FUNCTION_NAME": "fn"})
+    env["AWS_LAMBDA_RUNTIME_API"] = "127.0.0.1:%d" % listener.getsockname()[1]
+    process = subprocess.Popen(command or [binary], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + timeout
     while process.poll() is None and state["gets"] < 2 and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -583,11 +599,48 @@ def test_provided_hostile_answers(r):
     check(json.loads(body)["request_id"] == 'a/b c"', "request id in the JSON: %r" % body)
 
 
-COMMON = [test_hello, test_raises, test_logs_flushed_without_unbuffered, test_stream, test_stream_error, test_syntax_error, test_missing_handler,
+def test_python_odd_answers(r):
+    """The python3 bootstrap's HTTP client against odd but valid answers
+    (chunked, Connection: close, HTTP/1.0, no framing) and broken ones."""
+    if r.mode != "host":
+        raise Skip("host only (the client is the same in the VM)")
+    task = r.task_dir("unicode")
+    command = [sys.executable, os.path.join(task, "bootstrap.py")]
+    env = r.env("lambda_function.handler", task, {})
+    ok = b"HTTP/1.1 200 OK\r\nLambda-Runtime-Aws-Request-Id: r/1\r\nLambda-Runtime-Deadline-Ms: 99999999999999\r\n"
+    good = {
+        "chunked": ok + b"Transfer-Encoding: chunked\r\n\r\n5;x=y\r\n{\"a\":\r\n2\r\n1}\r\n0\r\nT: 1\r\n\r\n",
+        "Connection: close": ok + b"Content-Length: 7\r\nConnection: close\r\n\r\n{\"a\":1}",
+        "HTTP/1.0": ok.replace(b"HTTP/1.1", b"HTTP/1.0") + b"Content-Length: 7\r\n\r\n{\"a\":1}",
+        "no framing": ok + b"Connection: close\r\n\r\n{\"a\":1}",
+    }
+    for name, answer in good.items():
+        status, stderr, seen, connections = raw_exchange(None, answer, command=command, env=env)
+        posts = [(line, body) for line, body in seen if line.startswith("POST")]
+        check(len(posts) == 1 and posts[0][0].startswith("POST /2018-06-01/runtime/invocation/r%2F1/response "),
+              "%s: %r (exit %s, %r)" % (name, seen, status, stderr[-300:]))
+        check(json.loads(posts[0][1]) == {"a": 1}, "%s: body %r" % (name, posts[0][1]))
+    broken = {
+        "garbage status": b"SMTP 220 hello\r\n\r\n",
+        "error status": b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n",
+        "unicode digits": ok + "Content-Length: \u00b2\r\n\r\n".encode("latin-1"),
+        "negative chunk": ok + b"Transfer-Encoding: chunked\r\n\r\n-5\r\n",
+        "huge body": ok + b"Content-Length: 99999999999\r\n\r\n",
+        "long headers": ok + b"X: " + b"a" * 70000 + b"\r\n\r\n",
+        "closed mid-body": ok + b"Content-Length: 100\r\nConnection: close\r\n\r\n{",
+    }
+    for name, answer in broken.items():
+        status, stderr, _, _ = raw_exchange(None, answer, command=command, env=env)
+        check(status == 2 and "Runtime API connection broke" in stderr,
+              "%s: exit %s, stderr %r" % (name, status, stderr[-300:]))
+
+
+COMMON = [test_hello, test_raises, test_logs_flushed_without_unbuffered, test_stream, test_stream_error, test_stream_odd_items, test_syntax_error, test_missing_handler,
           test_import_error, test_missing_module, test_no_such_handler_module, test_malformed_handler,
           test_dotted_handler, test_unmarshal_then_next, test_counter_in_one_process, test_marshal_error,
           test_sys_exit, test_unicode_exception_name, test_big_response, test_big_event, test_unicode, test_close_api_socket,
-          test_garbage_api, test_provided_example, test_provided_init_error, test_provided_hostile_answers]
+          test_garbage_api, test_provided_example, test_provided_init_error, test_provided_hostile_answers,
+          test_python_odd_answers]
 VM_ONLY = [test_reach_redis, test_loop_forever, test_memory_hog, test_stdout_flood, test_snapshot_restores]
 
 

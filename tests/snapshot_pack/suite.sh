@@ -14,19 +14,19 @@
 # file's end, overlapping extents, a wrong end count, an unknown version,
 # or a memory size the state disagrees with, are each refused by unpack and
 # verify with a clear message, leaving no directory behind; unpack into an
-# existing directory is refused; usage errors exit 2.  Ends with a short run
-# of the archive fuzz target ($BUILD/fuzz/fuzz_snapshot_archive,
-# FUZZ_SECONDS, default 5) over tests/fuzz/corpus/snapshot_archive.
+# existing directory is refused; usage errors exit 2.  The archive parser's
+# own unit test is tests/unit/test_pack_archive.c, its fuzz target
+# tests/fuzz/fuzz_snapshot_archive.c (run by tests/fuzz/suite.sh).
 #
 # Builds nothing: the Makefile builds $BUILD/bin/ember-snapshot, ember-vmm,
-# ember-ctl, the fuzz target and build/rootfs/base.  Needs /dev/kvm for
-# the snapshots (without it those tests say SKIP) and the lz4 command for
-# the hand-made archives.
+# ember-ctl and build/rootfs/base.  Needs /dev/kvm for the snapshots
+# (without it those tests say SKIP) and the lz4 command for the hand-made
+# archives.
 #
 # Prints one line per test: "PASS name", "FAIL name: why" (details follow,
 # indented) or "SKIP name: why".  Exits 1 if anything failed.
 # Environment: BUILD (default build), EMBER_ROOTFS (default build/rootfs),
-# FUZZ_SECONDS, EMBER_SUITE_KEEP=1 (keep the temporary files).
+# EMBER_SUITE_KEEP=1 (keep the temporary files).
 set -u
 
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
@@ -36,8 +36,6 @@ SNAPSHOT=$BUILD/bin/ember-snapshot
 VMM=$BUILD/bin/ember-vmm
 CTL=$BUILD/bin/ember-ctl
 ROOT=${EMBER_ROOTFS:-$REPO/build/rootfs}/base
-FUZZ=$BUILD/fuzz/fuzz_snapshot_archive
-FUZZ_SECONDS=${FUZZ_SECONDS:-5}
 
 failures=0
 pass() { echo "PASS $1"; }
@@ -560,21 +558,6 @@ elif [[ $? == 1 ]] && grep -q "No such file" "$T/out"; then
 	pass verify/missing
 else
 	fail verify/missing "not refused with exit 1 and the reason" "$T/out"
-fi
-
-# ---- fuzzing of the archive reader --------------------------------------------
-if [[ -x $FUZZ ]]; then
-	mkdir -p "$T/corpus"
-	if timeout -k 5 $((FUZZ_SECONDS + 60)) "$FUZZ" -max_total_time="$FUZZ_SECONDS" -artifact_prefix="$T/" \
-		-dict="$REPO/tests/fuzz/fuzz_snapshot_archive.dict" "$T/corpus" "$REPO/tests/fuzz/corpus/snapshot_archive" \
-		>"$T/fuzz.log" 2>&1; then
-		pass fuzz/archive-reader
-	else
-		grep -v '^#\|^INFO\|^\s*$' "$T/fuzz.log" | tail -n 10 >"$T/fuzz.tail"
-		fail fuzz/archive-reader "the fuzz target found a failure (EMBER_SUITE_KEEP=1 keeps its input)" "$T/fuzz.tail"
-	fi
-else
-	fail fuzz/archive-reader "not built ($FUZZ missing)"
 fi
 
 exit $((failures > 0))

@@ -234,14 +234,22 @@ static void test_refusals(void)
 	expect_refused("name/second-state", &b, "expected `memory`");
 
 	/* Name lengths 0 and over the maximum, written by hand. */
-	static const uint32_t lengths[] = {0, SNAP_ARCHIVE_NAME_MAX + 1, 0xffffffffu};
+	static const struct {
+		const char *test;
+		uint32_t length;
+	} lengths[] = {
+		{"name/length-0", 0},
+		{"name/length-over-max", SNAP_ARCHIVE_NAME_MAX + 1},
+		{"name/length-4G", 0xffffffffu},
+	};
 	for (size_t i = 0; i < sizeof lengths / sizeof lengths[0]; i++) {
 		memset(&b, 0, sizeof b);
 		add_header(&b);
 		size_t at = b.length;
 		add_file(&b, "state", 10);
-		memcpy(b.bytes + at + 4, &lengths[i], 4);
-		expect_refused("name/length", &b, "file name length");
+		for (int k = 0; k < 4; k++) /* little-endian, over the real length */
+			b.bytes[at + 4 + k] = (uint8_t)(lengths[i].length >> (8 * k));
+		expect_refused(lengths[i].test, &b, "file name length");
 	}
 
 	memset(&b, 0, sizeof b);
