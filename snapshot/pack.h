@@ -10,8 +10,9 @@
  * everything the archive parser refuses end it; it writes a temporary
  * directory beside the target, verifies it, and renames it into place, so
  * on failure nothing is left behind.  Everything streams through buffers
- * of a few MiB; no file is ever held in memory but the state file when a
- * packed file is verified.
+ * of a few MiB; the only file ever held in memory is the state file, which
+ * unpack and verify decode to check the memory entry against before they
+ * handle a byte of guest memory.
  *
  * Called by snapshot/ember_snapshot.c; it never restores or runs anything
  * and never writes into an existing snapshot directory. */

@@ -35,8 +35,8 @@ PROVIDED_SOURCE = os.path.join(REPO, "runtimes", "provided", "example", "bootstr
 BUILD = os.path.join(REPO, os.environ.get("BUILD", "build"))
 VMM = os.path.join(BUILD, "bin", "ember-vmm")
 CTL = os.path.join(BUILD, "bin", "ember-ctl")
-PYTHON_ROOT = os.path.join(BUILD, "rootfs", "python3")
-BASE_ROOT = os.path.join(BUILD, "rootfs", "base")
+PYTHON_ROOT = os.path.join(REPO, "build", "rootfs", "python3")  # roots are shared by every build
+BASE_ROOT = os.path.join(REPO, "build", "rootfs", "base")
 SIX_MB = 6 * 1000 * 1000
 
 
