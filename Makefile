@@ -29,7 +29,8 @@ Q := @
 endif
 
 .PHONY: all deps rootfs test bench clean format format-check
-all: deps $(BIN)/ember-vmm $(BIN)/ember-ctl $(BIN)/ember-build-fn $(BIN)/ember-invoke guests rootfs
+all: deps $(BIN)/ember-vmm $(BIN)/ember-ctl $(BIN)/ember-snapshot $(BIN)/ember-build-fn $(BIN)/ember-invoke \
+     guests rootfs
 
 # ---- set-up: build dependencies from Debian, once -------------------------
 DEPS_STAMP := build/.deps-installed
@@ -69,6 +70,14 @@ $(BUILD)/vdso/vdso.so: vmm/vdso/vdso.c vmm/vdso/vdso.lds vmm/vdso/vvar.h | $(DEP
 $(OBJ)/vmm/vdso/vdso_blob.o: vmm/vdso/vdso_blob.S $(BUILD)/vdso/vdso.so
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) -c -DVDSO_PATH='"$(BUILD)/vdso/vdso.so"' -o $@ $<
+
+# ---- ember-snapshot: pack, unpack and verify snapshots (liblz4) ------------
+SNAPSHOT_TOOL_SRCS := snapshot/ember_snapshot.c snapshot/pack.c snapshot/pack_archive.c \
+                      snapshot/snap_state.c snapshot/snap_buffer.c common/error.c
+$(BIN)/ember-snapshot: $(patsubst %.c,$(OBJ)/%.o,$(SNAPSHOT_TOOL_SRCS))
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -llz4
 
 # ---- ember-ctl: the control-socket client ----------------------------------
 CTL_SRCS := $(wildcard ctl/*.c) common/error.c
@@ -136,7 +145,7 @@ $(BUILD)/guest/%: tests/guest/%.c tests/guest/guest_test.h | $(DEPS_STAMP)
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRCS))
 VMM_TESTABLE := vmm/memory_map.c vmm/memfs.c vmm/pipe.c vmm/file_layers.c vmm/fdtable.c \
-                vmm/vm.c vmm/clock.c snapshot/snap_state.c snapshot/snap_buffer.c common/error.c
+                vmm/vm.c vmm/clock.c snapshot/snap_state.c snapshot/snap_buffer.c snapshot/pack_archive.c common/error.c
 .PHONY: units fuzzers
 units: $(UNIT_BINS) $(CTL_TEST_BINS) $(BUILD)/tests/rapi_test
 $(BUILD)/unit/%: tests/unit/%.c tests/unit/unit_test.h $(VMM_TESTABLE) $(BUILD)/gen/syscall_names.h | $(DEPS_STAMP)
@@ -153,6 +162,15 @@ $(BUILD)/fuzz/%: tests/fuzz/%.c $(VMM_TESTABLE) $(BUILD)/gen/syscall_names.h | $
 	@$(if $(Q),echo "  FUZZ    $@")
 	$(Q)clang -std=gnu11 -g -O1 -Wall -Wextra -Wno-gnu-variable-sized-type-not-at-end -D_GNU_SOURCE \
 	    -Icommon -Ivmm -Isnapshot -I$(BUILD)/gen -fsanitize=fuzzer,address,undefined -o $@ $< $(VMM_TESTABLE)
+
+# The packed-snapshot fuzz target also needs the LZ4 layer (snapshot/pack.c).
+$(BUILD)/fuzz/fuzz_snapshot_archive: tests/fuzz/fuzz_snapshot_archive.c snapshot/pack.c $(VMM_TESTABLE) \
+		$(BUILD)/gen/syscall_names.h | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  FUZZ    $@")
+	$(Q)clang -std=gnu11 -g -O1 -Wall -Wextra -Wno-gnu-variable-sized-type-not-at-end -D_GNU_SOURCE \
+	    -Icommon -Ivmm -Isnapshot -I$(BUILD)/gen -fsanitize=fuzzer,address,undefined -o $@ $< snapshot/pack.c \
+	    $(VMM_TESTABLE) -llz4
 
 # ---- runtime roots from Debian packages -----------------------------------
 ROOTFS := build/rootfs
