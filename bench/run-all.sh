@@ -227,4 +227,5 @@ cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 		"Kernel page tables and stacks: the rise of PageTables + SecPageTables (KVM's EPT/NPT) + KernelStack in /proc/meminfo over the pool, divided by its size;" \
 		"machine-wide, so other work on the machine moves it (the MemAvailable drop, noisier still, is in the raw file)."
 } >"$OUT/results.md"
+echo "bench: functions" >&2; BUILD="$BUILD" bash bench/functions.sh "$HZ" "$OUT/results.md" >/dev/null || fail "functions failed: bench/functions.sh (issue 4; rows added to $OUT/results.md)"
 cat "$OUT/results.md"

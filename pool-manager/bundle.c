@@ -63,7 +63,6 @@ struct gzip_source {
 };
 
 struct unpack {
-	const char *bundle_path;
 	struct pool_bundle_limits limits;
 	struct pool_bundle_report *report;
 	struct ember_error *err;
@@ -926,7 +925,6 @@ int pool_bundle_unpack(const char *bundle_path, const char *task_dir, const stru
 		ember_error_set(err, "out of memory");
 		goto out;
 	}
-	u->bundle_path = bundle_path;
 	u->report = report;
 	u->err = err;
 	u->bundle_fd = -1;
@@ -953,6 +951,7 @@ int pool_bundle_unpack(const char *bundle_path, const char *task_dir, const stru
 		goto out_parent;
 	}
 
+	/* O_NONBLOCK: a FIFO given as the bundle must not hang the open. */
 	u->bundle_fd = open(bundle_path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (u->bundle_fd < 0) {
 		ember_error_errno(err, errno, "open");

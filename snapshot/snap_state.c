@@ -26,6 +26,9 @@
 #define NODE_RECORD_MIN 37
 #define FILE_RECORD_MIN 76
 #define REGION_RECORD_SIZE 24
+/* Clocks beyond 2^62 ns (146 years) are refused: arithmetic on them could
+ * overflow, and no real guest gets there. */
+#define SNAP_CLOCK_MAX_NS (1LL << 62)
 
 enum section_type {
 	SECTION_CPU = 1,
@@ -426,6 +429,45 @@ static void decode_memory(struct snap_reader *r, struct snap_memory *m)
 	}
 }
 
+/* The (directory, name) pairs seen so far, to refuse a repeated name in
+ * linear time: an open-addressing table of node indices. */
+struct name_set {
+	uint32_t *slots; /* node index + 1; 0 = empty */
+	uint32_t mask;
+};
+
+static int names_init(struct name_set *set, uint32_t count)
+{
+	uint32_t size = 16;
+	while (size < 2 * count)
+		size *= 2;
+	set->slots = calloc(size, sizeof *set->slots);
+	set->mask = size - 1;
+	return set->slots ? 0 : -1;
+}
+
+static uint32_t name_hash(uint32_t parent, const char *name)
+{
+	uint32_t h = 2166136261u ^ parent;
+	for (; *name; name++)
+		h = (h ^ (uint8_t)*name) * 16777619u;
+	return h;
+}
+
+/* Adds nodes[i]; false if its directory already holds that name. */
+static bool names_insert(struct name_set *set, const struct snap_node *nodes, uint32_t i)
+{
+	uint32_t at = name_hash(nodes[i].parent, nodes[i].name) & set->mask;
+	while (set->slots[at]) {
+		const struct snap_node *other = &nodes[set->slots[at] - 1];
+		if (other->parent == nodes[i].parent && strcmp(other->name, nodes[i].name) == 0)
+			return false;
+		at = (at + 1) & set->mask;
+	}
+	set->slots[at] = i + 1;
+	return true;
+}
+
 static bool valid_name(const char *name)
 {
 	return name[0] && strchr(name, '/') == NULL && strcmp(name, ".") != 0 && strcmp(name, "..") != 0;
@@ -442,8 +484,11 @@ static void decode_nodes(struct snap_reader *r, struct snap_state *s)
 		return;
 	}
 	s->nodes = calloc(s->node_count, sizeof *s->nodes);
-	if (!s->nodes) {
+	struct name_set names = {0};
+	if (!s->nodes || names_init(&names, s->node_count) < 0) {
 		snap_reader_fail(r, "out of memory for %u nodes", s->node_count);
+		if (s->nodes)
+			free(names.slots); /* NULL-safe: names_init failed or succeeded */
 		return;
 	}
 	uint64_t total = 0;
@@ -464,11 +509,10 @@ static void decode_nodes(struct snap_reader *r, struct snap_state *s)
 			snap_reader_fail(r, "/tmp node %u has an invalid parent or name", i);
 			break;
 		}
-		for (uint32_t j = 1; j < i && n->parent != SNAP_NODE_UNLINKED && i > 0; j++)
-			if (s->nodes[j].parent == n->parent && strcmp(s->nodes[j].name, n->name) == 0) {
-				snap_reader_fail(r, "/tmp node %u repeats the name `%s`", i, n->name);
-				break;
-			}
+		if (i > 0 && n->parent != SNAP_NODE_UNLINKED && !names_insert(&names, s->nodes, i)) {
+			snap_reader_fail(r, "/tmp node %u repeats the name `%s`", i, n->name);
+			break;
+		}
 		if (n->mode > 07777 || n->mtime_nsec < 0 || n->mtime_nsec >= 1000000000 ||
 		    (n->is_dir && n->size) || n->size > snap_remaining(r) || n->size > GUEST_MEM_MAX) {
 			snap_reader_fail(r, "/tmp node %u is out of range", i);
@@ -485,6 +529,7 @@ static void decode_nodes(struct snap_reader *r, struct snap_state *s)
 			memcpy(n->data, bytes, n->size);
 		}
 	}
+	free(names.slots);
 	if (!r->failed && total > s->memory.mem_size)
 		snap_reader_fail(r, "/tmp holds more bytes than guest memory");
 }
@@ -738,8 +783,10 @@ int snap_state_decode(const uint8_t *bytes, size_t length, struct snap_state *st
 		case SECTION_CLOCK:
 			state->monotonic_ns = (int64_t)snap_get_u64(&r);
 			state->realtime_ns = (int64_t)snap_get_u64(&r);
-			if (!r.failed && (state->monotonic_ns < 0 || state->realtime_ns < 0))
-				snap_reader_fail(&r, "negative clock");
+			if (!r.failed && (state->monotonic_ns < 0 || state->realtime_ns < 0 ||
+					  state->monotonic_ns > SNAP_CLOCK_MAX_NS || state->realtime_ns > SNAP_CLOCK_MAX_NS))
+				snap_reader_fail(&r, "clock out of range (monotonic %lld, realtime %lld)",
+						 (long long)state->monotonic_ns, (long long)state->realtime_ns);
 			break;
 		}
 		if (!r.failed && snap_remaining(&r) != 0)
@@ -754,6 +801,16 @@ int snap_state_decode(const uint8_t *bytes, size_t length, struct snap_state *st
 		goto fail;
 	}
 	/* Cross-section checks. */
+	for (uint32_t p = 0; p < state->pipe_count; p++) {
+		bool used = false;
+		for (uint32_t f = 0; f < state->file_count && !used; f++)
+			used = (state->files[f].kind == VMM_FILE_PIPE_READ || state->files[f].kind == VMM_FILE_PIPE_WRITE) &&
+			       state->files[f].pipe == p;
+		if (!used) {
+			ember_error_set(err, "pipe %u has no open end", p);
+			goto fail;
+		}
+	}
 	if (state->vcpu.regs.rip >= state->memory.mem_size || state->vcpu.regs.rsp > state->memory.mem_size) {
 		ember_error_set(err, "instruction or stack pointer lies outside guest memory");
 		goto fail;

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -90,13 +91,14 @@ static void memory_usage(struct vmm_control *control, struct ember_control_stats
 		return;
 	char line[256];
 	uintptr_t guest = (uintptr_t)control->process->vm.mem;
+	uintptr_t guest_end = guest + control->process->vm.mem_size;
 	bool in_guest = false;
 	unsigned long long kb;
 	while (fgets(line, sizeof line, f)) {
 		unsigned long start, end;
 		char perms[8];
 		if (sscanf(line, "%lx-%lx %7s", &start, &end, perms) == 3) { /* a mapping's first line */
-			in_guest = start == guest;
+			in_guest = start >= guest && start < guest_end; /* madvise may split it */
 			continue;
 		}
 		if (sscanf(line, "Rss: %llu kB", &kb) == 1)
@@ -139,6 +141,7 @@ static int run_on_vcpu(struct vmm_control *control, int command, const char *pat
 		return EMBER_CONTROL_NOT_ALLOWED;
 	}
 	control->command = command;
+	control->reply_pending = true;
 	snprintf(control->path, sizeof control->path, "%s", path ? path : "");
 	control->done = false;
 	control->message[0] = '\0';
@@ -187,7 +190,12 @@ static void serve_client(struct vmm_control *control, int fd)
 		}
 		char message[EMBER_CONTROL_MESSAGE_MAX];
 		int status = run_on_vcpu(control, header.code, path, message);
-		if (respond_message(fd, status, message) < 0)
+		int sent = respond_message(fd, status, message);
+		pthread_mutex_lock(&control->lock);
+		control->reply_pending = false; /* vmm_control_stop may go on */
+		pthread_cond_broadcast(&control->changed);
+		pthread_mutex_unlock(&control->lock);
+		if (sent < 0)
 			return;
 	}
 }
@@ -294,6 +302,13 @@ void vmm_control_stop(struct vmm_control *control)
 	control->state = EMBER_VM_EXITED;
 	if (control->command)
 		finish(control, EMBER_CONTROL_NOT_ALLOWED, "the VM has exited");
+	/* Let an answer being sent (to `quit`, say) reach its client first. */
+	struct timespec limit;
+	clock_gettime(CLOCK_REALTIME, &limit);
+	limit.tv_sec += 1;
+	while (control->reply_pending &&
+	       pthread_cond_timedwait(&control->changed, &control->lock, &limit) == 0)
+		;
 	pthread_mutex_unlock(&control->lock);
 	/* The thread is not joined: it may be blocked on a slow client, and
 	 * the process is about to exit, which ends it. */

@@ -68,6 +68,7 @@ static void free_tree(struct vmm_memfs_node *node)
 		child = next;
 	}
 	node->first_child = NULL;
+	node->last_child = NULL;
 }
 
 void vmm_memfs_destroy(struct vmm_memfs *fs)
@@ -156,18 +157,24 @@ static void link_child(struct vmm_memfs_node *dir, struct vmm_memfs_node *node)
 {
 	node->parent = dir;
 	node->next_sibling = NULL;
-	struct vmm_memfs_node **tail = &dir->first_child;
-	while (*tail)
-		tail = &(*tail)->next_sibling;
-	*tail = node;
+	if (dir->last_child)
+		dir->last_child->next_sibling = node;
+	else
+		dir->first_child = node;
+	dir->last_child = node;
 }
 
 static void unlink_child(struct vmm_memfs_node *node)
 {
-	struct vmm_memfs_node **p = &node->parent->first_child;
-	while (*p != node)
+	struct vmm_memfs_node *dir = node->parent, *previous = NULL;
+	struct vmm_memfs_node **p = &dir->first_child;
+	while (*p != node) {
+		previous = *p;
 		p = &(*p)->next_sibling;
+	}
 	*p = node->next_sibling;
+	if (dir->last_child == node)
+		dir->last_child = previous;
 	node->parent = NULL;
 	node->next_sibling = NULL;
 }
@@ -201,8 +208,6 @@ int vmm_memfs_create_in(struct vmm_memfs *fs, struct vmm_memfs_node *parent, con
 		return -ENOTDIR;
 	if (len == 0 || len > MEMFS_NAME_MAX || strchr(name, '/'))
 		return -EINVAL;
-	if (find_child(parent, name, len))
-		return -EEXIST;
 	struct vmm_memfs_node *node = node_new(fs, name, len, dir, mode);
 	if (!node)
 		return -ENOSPC;

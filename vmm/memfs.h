@@ -27,7 +27,7 @@ struct vmm_memfs_node {
 	uint64_t ino;
 	char *name;
 	struct vmm_memfs *fs;
-	struct vmm_memfs_node *parent, *first_child, *next_sibling;
+	struct vmm_memfs_node *parent, *first_child, *last_child, *next_sibling;
 	uint8_t *data;
 	size_t size, capacity;
 	struct timespec mtime;
@@ -52,7 +52,9 @@ int vmm_memfs_create(struct vmm_memfs *fs, const char *path, bool dir, uint32_t 
 		     struct vmm_memfs_node **out);
 /* For snapshot restore: creates `name` directly in directory `parent`
  * (borrowed result), or a node in no directory with one reference held by
- * the caller (an unlinked file that is still open).  -EEXIST, -ENOSPC. */
+ * the caller (an unlinked file that is still open).  -ENOSPC.  The caller
+ * guarantees the name is new in `parent` (snap_state_decode checks it), so
+ * restoring a large /tmp takes linear time. */
 int vmm_memfs_create_in(struct vmm_memfs *fs, struct vmm_memfs_node *parent, const char *name,
 			bool dir, uint32_t mode, struct vmm_memfs_node **out);
 int vmm_memfs_create_unlinked(struct vmm_memfs *fs, const char *name, bool dir, uint32_t mode,

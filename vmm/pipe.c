@@ -30,6 +30,14 @@ void vmm_pipe_close_end(struct vmm_pipe *pipe, bool write_end)
 	}
 }
 
+void vmm_pipe_free_if_unused(struct vmm_pipe *pipe)
+{
+	if (pipe && pipe->readers <= 0 && pipe->writers <= 0) {
+		free(pipe->buffer);
+		free(pipe);
+	}
+}
+
 size_t vmm_pipe_read(struct vmm_pipe *pipe, void *out, size_t len)
 {
 	size_t done = 0;

@@ -20,6 +20,8 @@ struct vmm_pipe {
 struct vmm_pipe *vmm_pipe_new(void);
 /* Drops one end; the pipe is freed when both sides are gone. */
 void vmm_pipe_close_end(struct vmm_pipe *pipe, bool write_end);
+/* Frees a pipe no end refers to (for a restore that failed midway). */
+void vmm_pipe_free_if_unused(struct vmm_pipe *pipe);
 /* Copies up to len buffered bytes out; returns the count (0 if empty). */
 size_t vmm_pipe_read(struct vmm_pipe *pipe, void *out, size_t len);
 /* Copies up to len bytes in while there is room; returns the count. */

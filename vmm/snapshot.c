@@ -585,9 +585,19 @@ static int restore_files(struct vmm_process *process, const struct snap_state *s
 	}
 	rc = 0;
 out:
+	/* Count each pipe's users before dropping our references: a pipe with
+	 * none (the restore failed before its files were made) is freed here;
+	 * the others belong to their files. */
+	bool *used = calloc(s->pipe_count ? s->pipe_count : 1, sizeof *used);
+	for (uint32_t i = 0; files && i < s->file_count; i++)
+		if (files[i] && (files[i]->kind == VMM_FILE_PIPE_READ || files[i]->kind == VMM_FILE_PIPE_WRITE) && used)
+			used[s->files[i].pipe] = true;
+	for (uint32_t i = 0; pipes && used && i < s->pipe_count; i++)
+		if (!used[i])
+			vmm_pipe_free_if_unused(pipes[i]);
+	free(used);
 	for (uint32_t i = 0; files && i < s->file_count; i++)
 		vmm_file_unref(files[i]); /* the table holds the references now */
-	/* A pipe no file refers to would leak; decode guarantees none. */
 	free(files);
 	free(pipes);
 	return rc;
