@@ -61,7 +61,8 @@ static void usage(FILE *out)
 		"usage: ember-vmm run [--mem MiB] [--root DIR] [--task DIR] [--env K=V ...]\n"
 		"                     [--timeout S] [--trace] [--control-sock PATH] [--runtime-api PATH]\n"
 		"                     -- PROGRAM [ARGS...]\n"
-		"       ember-vmm restore DIR [--control-sock PATH] [--runtime-api PATH] [--timeout S]\n"
+		"       ember-vmm restore DIR [--root DIR] [--task DIR] [--control-sock PATH]\n"
+		"                     [--runtime-api PATH] [--timeout S]\n"
 		"                     [--paused] [--pretouch] [--trace]\n"
 		"Runs PROGRAM (a path inside the guest) in a new KVM microVM, or resumes the VM saved\n"
 		"in snapshot DIR, and exits with the guest's status.\n"
@@ -69,6 +70,8 @@ static void usage(FILE *out)
 		"  --root DIR    read-only root layer, the guest's / (default: build/rootfs/base beside\n"
 		"                this binary)\n"
 		"  --task DIR    read-only layer mounted at /var/task (the working directory)\n"
+		"                (restore: the layers to use instead of those the snapshot recorded;\n"
+		"                give them when the snapshot comes from elsewhere)\n"
 		"  --env K=V     a guest environment variable (repeatable)\n"
 		"  --timeout S   stop the guest after S seconds (exit 124)\n"
 		"  --trace       name unimplemented and failing system calls on stderr\n"
@@ -130,7 +133,8 @@ static int parse_options(int argc, char **argv, struct options *opt, struct embe
 			opt->control_sock = value;
 		} else if (strcmp(arg, "--runtime-api") == 0) {
 			opt->runtime_api = value;
-		} else if (opt->restore && strcmp(arg, "--timeout") != 0 && strcmp(arg, "--runtime-api") != 0) {
+		} else if (opt->restore && strcmp(arg, "--timeout") != 0 && strcmp(arg, "--runtime-api") != 0 &&
+			   strcmp(arg, "--root") != 0 && strcmp(arg, "--task") != 0) {
 			return ember_error_set(err, "option %s does not apply to restore", arg);
 		} else if (strcmp(arg, "--mem") == 0) {
 			double mib;
@@ -356,6 +360,10 @@ int main(int argc, char **argv)
 	clock_gettime(CLOCK_MONOTONIC, &start);
 	process.runtime_api_path = opt.runtime_api;
 	process.pretouch = opt.pretouch;
+	if (opt.restore) {
+		process.restore_root = opt.root;
+		process.restore_task = opt.task;
+	}
 	int rc = vmm_interrupt_install(&err);
 	if (rc == 0 && opt.restore) {
 		rc = vmm_snapshot_restore(&process, opt.snapshot_dir, &err);

@@ -680,8 +680,16 @@ int vmm_snapshot_restore(struct vmm_process *process, const char *dir, struct em
 		pretouch_memory(&process->vm, memory_fd);
 	if (restore_memory_map(process, &state.memory, err) < 0)
 		goto out;
-	if (vmm_layers_open(&process->layers, state.process.root_path,
-			    state.process.task_path[0] ? state.process.task_path : NULL, err) < 0)
+	/* The layers given by the caller win over the host paths the state file
+	 * records: those are only trustworthy when the snapshot is. */
+	const char *root = process->restore_root ? process->restore_root : state.process.root_path;
+	const char *task = process->restore_task ? process->restore_task
+			   : state.process.task_path[0] ? state.process.task_path : NULL;
+	if (task && !state.process.task_path[0]) {
+		ember_error_set(err, "the snapshot has no task layer, but --task was given");
+		goto out;
+	}
+	if (vmm_layers_open(&process->layers, root, task, err) < 0)
 		goto out;
 	nodes = calloc(state.node_count, sizeof *nodes);
 	if (!nodes) {

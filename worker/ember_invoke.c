@@ -344,8 +344,15 @@ int main(int argc, char **argv)
 	snprintf(control_path, sizeof control_path, "%s/control.sock", socket_dir);
 	/* The VMM's own timeout is a backstop; ours below ends the invocation. */
 	snprintf(timeout_text, sizeof timeout_text, "%.3f", timeout + 5);
-	char *vmm_argv[] = {vmm, "restore", snapshot, "--runtime-api", socket_path, "--timeout", timeout_text,
-			    warm ? "--paused" : NULL, "--pretouch", "--control-sock", control_path, NULL};
+	/* The layers are named here, never taken from the snapshot's record. */
+	char root[PATH_MAX], task[PATH_MAX];
+	snprintf(task, sizeof task, "%s/task", dir);
+	if (ember_sibling_path(strcmp(config.runtime, "python3") == 0 ? "../rootfs/python3" : "../rootfs/base", root,
+			       sizeof root, &err) < 0)
+		goto fail;
+	char *vmm_argv[] = {vmm, "restore", snapshot, "--root", root, "--task", task, "--runtime-api", socket_path,
+			    "--timeout", timeout_text, warm ? "--paused" : NULL, "--pretouch", "--control-sock",
+			    control_path, NULL};
 	if (ember_spawn(vmm_argv, -1, &pid, &log_fd, &err) < 0)
 		goto fail;
 	struct timespec event_in;

@@ -932,6 +932,20 @@ else
 		"$SF edit \$B/state 's[\"tmpfs\"].append(dict(parent=0, name=\"..\", is_dir=0, mode=0o644, mtime_sec=0, mtime_nsec=0, data=b\"x\"))'"
 	bad descriptor-to-nothing "$SSNAP" 'descriptor' "$IN" \
 		"$SF edit \$B/state 's[\"fds\"].append(dict(fd=9, file=len(s[\"files\"]), cloexec=0))'"
+	# A state file names host directories as its layers; --root given to
+	# restore must win, so a hostile record cannot hand the guest the host's /.
+	B=$T/root-override
+	rm -rf "$B" && cp -a "$SSNAP" "$B"
+	if $SF edit "$B/state" 's["process"]["root_path"] = "/"' >/dev/null 2>&1; then
+		out=$(printf 'exists /etc/hostname\nexit 0\n' | timeout 30 "$VMM" restore "$B" --root "$GROOT" 2>&1)
+		if grep -q '^/etc/hostname absent' <<<"$out"; then
+			pass restore/root-override-wins
+		else
+			fail restore/root-override-wins "with --root the guest saw the recorded root: $(head -c 300 <<<"$out")"
+		fi
+	else
+		fail restore/root-override-wins "could not edit the state file"
+	fi
 	if [[ -f $CSNAP/state ]]; then
 		bad path-escapes-layer "$CSNAP" 'escape|normalized' "" \
 			"$SF set-file-path \$B/state /var/task/counter.data /var/task/../../etc/shadow"
