@@ -147,7 +147,7 @@ UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRCS))
 VMM_TESTABLE := vmm/memory_map.c vmm/memfs.c vmm/pipe.c vmm/file_layers.c vmm/fdtable.c \
                 vmm/vm.c vmm/clock.c snapshot/snap_state.c snapshot/snap_buffer.c snapshot/pack_archive.c common/error.c
 .PHONY: units fuzzers
-units: $(UNIT_BINS) $(CTL_TEST_BINS) $(BUILD)/tests/rapi_test
+units: $(UNIT_BINS) $(CTL_TEST_BINS) $(BUILD)/tests/bundle_test $(BUILD)/tests/rapi_test
 $(BUILD)/unit/%: tests/unit/%.c tests/unit/unit_test.h $(VMM_TESTABLE) $(BUILD)/gen/syscall_names.h | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  UNIT    $@")
@@ -171,6 +171,20 @@ $(BUILD)/fuzz/fuzz_snapshot_archive: tests/fuzz/fuzz_snapshot_archive.c snapshot
 	$(Q)clang -std=gnu11 -g -O1 -Wall -Wextra -Wno-gnu-variable-sized-type-not-at-end -D_GNU_SOURCE \
 	    -Icommon -Ivmm -Isnapshot -I$(BUILD)/gen -fsanitize=fuzzer,address,undefined -o $@ $< snapshot/pack.c \
 	    $(VMM_TESTABLE) -llz4
+
+# ---- pool-manager: bundle unpacking, its unit tests and fuzz target --------
+BUNDLE_SRCS := pool-manager/bundle.c pool-manager/bundle.h common/error.c common/error.h
+BUNDLE_LIBS := -larchive -lz
+$(BUILD)/tests/bundle_test: tests/bundle/test_bundle.c $(BUNDLE_SRCS) | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  UNIT    $@")
+	$(Q)$(CC) $(filter-out -O2,$(CFLAGS)) -O1 -fsanitize=address,undefined -fno-omit-frame-pointer \
+	    -Ipool-manager -o $@ $< $(filter %.c,$(BUNDLE_SRCS)) $(BUNDLE_LIBS)
+$(BUILD)/fuzz/fuzz_bundle: tests/fuzz/fuzz_bundle.c $(BUNDLE_SRCS) | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  FUZZ    $@")
+	$(Q)clang -std=gnu11 -g -O1 -Wall -Wextra -Werror -D_GNU_SOURCE -Icommon -Ipool-manager \
+	    -fsanitize=fuzzer,address,undefined -o $@ $< $(filter %.c,$(BUNDLE_SRCS)) $(BUNDLE_LIBS)
 
 # ---- runtime roots from Debian packages -----------------------------------
 ROOTFS := build/rootfs

@@ -13,7 +13,7 @@ PACKAGES=(
     # host python3, used by tests and by runtimes/build-root.sh
     python3
     # libraries and tools for later issues (installed now to avoid churn)
-    libjansson-dev liblz4-dev libarchive-dev libmicrohttpd-dev
+    libjansson-dev liblz4-dev libarchive-dev zlib1g-dev libmicrohttpd-dev
     libhiredis-dev libevent-dev libseccomp-dev
     redis-server lz4 hyperfine
     # fuzzing (libFuzzer) and the test tools
