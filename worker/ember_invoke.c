@@ -246,9 +246,11 @@ static bool relay_logs(int fd, uint64_t *relayed)
 		if (keep > LOG_CAP - *relayed)
 			keep = (size_t)(LOG_CAP - *relayed);
 		fwrite(buffer, 1, keep, stderr);
-		if (*relayed + (uint64_t)n > LOG_CAP)
-			fprintf(stderr, "\nember-invoke: function logs past %u MiB are dropped\n", LOG_CAP >> 20);
 	}
+	/* Said once, when the first byte is dropped (even if the cap fell
+	 * exactly between two reads). */
+	if (*relayed + (uint64_t)n > LOG_CAP && *relayed <= LOG_CAP)
+		fprintf(stderr, "\nember-invoke: function logs past %u MiB are dropped\n", LOG_CAP >> 20);
 	*relayed += (uint64_t)n;
 	return true;
 }
