@@ -91,7 +91,7 @@ say "load_before $load"
 "$HOST_PYTHON" "$LIB" bundle zip "$WORK/hello.zip" "$FIXTURE"
 printf '{"name":"world"}' >"$WORK/event.json"
 : >"$WORK/build_ms"
-for i in 1 2 3 4 5; do
+for _ in 1 2 3 4 5; do
 	rm -rf "$WORK/fn"
 	start=$(date +%s%N)
 	"$BIN/ember-build-fn" --runtime python3 --handler lambda_function.handler --bundle "$WORK/hello.zip" \

@@ -141,15 +141,28 @@ static int run_on_vcpu(struct vmm_control *control, int command, const char *pat
 		return EMBER_CONTROL_NOT_ALLOWED;
 	}
 	control->command = command;
+	control->taken = false;
 	control->reply_pending = true;
 	snprintf(control->path, sizeof control->path, "%s", path ? path : "");
 	control->done = false;
 	control->message[0] = '\0';
 	vmm_interrupt_pending = 1;
 	pthread_cond_broadcast(&control->changed);
-	pthread_kill(control->vcpu_thread, SIGUSR1);
-	while (!control->done)
-		pthread_cond_wait(&control->changed, &control->lock);
+	/* The signal can land just before the vCPU thread enters a blocking
+	 * host call, where nothing would notice it: send it again every few
+	 * milliseconds until the command is taken. */
+	while (!control->done) {
+		if (!control->taken)
+			pthread_kill(control->vcpu_thread, SIGUSR1);
+		struct timespec retry;
+		clock_gettime(CLOCK_REALTIME, &retry);
+		retry.tv_nsec += 5 * 1000000;
+		if (retry.tv_nsec >= 1000000000) {
+			retry.tv_sec++;
+			retry.tv_nsec -= 1000000000;
+		}
+		pthread_cond_timedwait(&control->changed, &control->lock, &retry);
+	}
 	int status = control->status;
 	snprintf(message, EMBER_CONTROL_MESSAGE_MAX, "%s", control->message);
 	pthread_mutex_unlock(&control->lock);
@@ -265,6 +278,7 @@ void vmm_control_checkpoint(struct vmm_control *control)
 {
 	pthread_mutex_lock(&control->lock);
 	vmm_interrupt_pending = 0;
+	control->taken = true; /* no more signals needed for this command */
 	for (;;) {
 		int command = control->command;
 		if (command == EMBER_CONTROL_PAUSE) {
@@ -290,6 +304,7 @@ void vmm_control_checkpoint(struct vmm_control *control)
 		if (control->state != EMBER_VM_PAUSED || vmm_timeout_expired)
 			break;
 		pthread_cond_wait(&control->changed, &control->lock);
+		control->taken = true;
 	}
 	pthread_mutex_unlock(&control->lock);
 }

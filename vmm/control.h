@@ -28,6 +28,7 @@ struct vmm_control {
 	int command;               /* 0 when none */
 	char path[EMBER_CONTROL_PATH_MAX + 1];
 	bool done;
+	bool taken;                /* the vCPU thread has seen the command */
 	bool reply_pending;        /* a vCPU command's answer is not yet sent */
 	int status;
 	char message[EMBER_CONTROL_MESSAGE_MAX];

@@ -57,6 +57,9 @@ int vmm_timeout_arm(struct vmm_process *process, double seconds, struct ember_er
 	timer.it_value.tv_usec = (suseconds_t)((seconds - (double)(time_t)seconds) * 1e6);
 	if (timer.it_value.tv_sec == 0 && timer.it_value.tv_usec == 0)
 		timer.it_value.tv_usec = 1;
+	/* Then again every 20 ms: a signal that lands just before a blocking
+	 * host call starts is not seen by it, the next one is. */
+	timer.it_interval.tv_usec = 20000;
 	if (setitimer(ITIMER_REAL, &timer, NULL) < 0)
 		return ember_error_errno(err, errno, "arm the %.3f s timeout", seconds);
 	return 0;

@@ -301,6 +301,7 @@ int main(int argc, char **argv)
 	if (event_path) {
 		if (read_event(event_path, &event, &event_length, &err) < 0) {
 			fprintf(stderr, "ember-invoke: %s\n", err.message);
+			ember_function_config_free(&config);
 			return EXIT_USAGE;
 		}
 	} else {
