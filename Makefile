@@ -40,7 +40,7 @@ $(DEPS_STAMP): scripts/deps.sh
 	$(Q)mkdir -p build && touch $@
 
 # ---- ember-vmm -------------------------------------------------------------
-VMM_SRCS := $(wildcard vmm/*.c) $(wildcard snapshot/snap_*.c) common/error.c
+VMM_SRCS := $(wildcard vmm/*.c) $(wildcard snapshot/snap_*.c) common/error.c common/durable.c
 VMM_OBJS := $(patsubst %.c,$(OBJ)/%.o,$(VMM_SRCS)) $(OBJ)/vmm/vdso/vdso_blob.o
 
 $(OBJ)/%.o: %.c | $(DEPS_STAMP)
@@ -73,7 +73,7 @@ $(OBJ)/vmm/vdso/vdso_blob.o: vmm/vdso/vdso_blob.S $(BUILD)/vdso/vdso.so
 
 # ---- ember-snapshot: pack, unpack and verify snapshots (liblz4) ------------
 SNAPSHOT_TOOL_SRCS := snapshot/ember_snapshot.c snapshot/pack.c snapshot/pack_archive.c \
-                      snapshot/snap_state.c snapshot/snap_buffer.c common/error.c
+                      snapshot/snap_state.c snapshot/snap_buffer.c common/error.c common/durable.c
 $(BIN)/ember-snapshot: $(patsubst %.c,$(OBJ)/%.o,$(SNAPSHOT_TOOL_SRCS))
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
@@ -108,9 +108,9 @@ $(BUILD)/fuzz/fuzz_ctl_response: tests/ctl/fuzz_ctl_response.c $(CTL_CLIENT) | $
 # ---- functions: ember-build-fn (pool-manager/) and ember-invoke (worker/) ----
 RAPI_SRCS := worker/runtime_api.c
 BUILD_FN_SRCS := pool-manager/ember_build_fn.c pool-manager/bundle.c ctl/control_client.c $(RAPI_SRCS) \
-                 common/child.c common/function_config.c common/error.c
+                 common/child.c common/function_config.c common/durable.c common/error.c
 INVOKE_SRCS := worker/ember_invoke.c $(RAPI_SRCS) ctl/control_client.c common/child.c \
-               common/function_config.c common/error.c
+               common/function_config.c common/durable.c common/error.c
 FN_CFLAGS := -Iworker -Ipool-manager -Ictl
 $(BIN)/ember-build-fn: $(patsubst %.c,$(OBJ)/%.o,$(BUILD_FN_SRCS))
 	@mkdir -p $(dir $@)
@@ -145,7 +145,7 @@ $(BUILD)/guest/%: tests/guest/%.c tests/guest/guest_test.h | $(DEPS_STAMP)
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRCS))
 VMM_TESTABLE := vmm/memory_map.c vmm/memfs.c vmm/pipe.c vmm/file_layers.c vmm/fdtable.c \
-                vmm/vm.c vmm/clock.c snapshot/snap_state.c snapshot/snap_buffer.c snapshot/pack_archive.c common/error.c
+                vmm/vm.c vmm/clock.c snapshot/snap_state.c snapshot/snap_buffer.c snapshot/pack_archive.c common/error.c common/durable.c
 .PHONY: units fuzzers
 units: $(UNIT_BINS) $(CTL_TEST_BINS) $(BUILD)/tests/bundle_test $(BUILD)/tests/rapi_test
 $(BUILD)/unit/%: tests/unit/%.c tests/unit/unit_test.h $(VMM_TESTABLE) $(BUILD)/gen/syscall_names.h | $(DEPS_STAMP)

@@ -1,5 +1,6 @@
 /* function.json: validation, writing and reading (function_config.h). */
 #include "function_config.h"
+#include "durable.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -131,15 +132,10 @@ int ember_function_config_write(const char *dir, const struct ember_function_con
 	free(text);
 	if (rc == 0 && rename(temporary, final) < 0)
 		rc = ember_error_errno(err, errno, "rename `%s` into place", temporary);
-	if (rc == 0) {
-		int dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		if (dir_fd >= 0) {
-			fsync(dir_fd);
-			close(dir_fd);
-		}
-	} else {
+	if (rc == 0)
+		rc = ember_fsync_directory(dir, err);
+	else
 		unlink(temporary);
-	}
 	return rc;
 }
 

@@ -11,6 +11,8 @@
  * fsynced and renamed, and removed again on any failure. */
 #include "pack.h"
 
+#include "durable.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -99,19 +101,6 @@ static void parent_of(const char *path, char *out, size_t size)
 		out[1] = '\0';
 	else
 		*slash = '\0';
-}
-
-static int fsync_directory(const char *dir, struct ember_error *err)
-{
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0 || fsync(fd) < 0) {
-		int e = errno;
-		if (fd >= 0)
-			close(fd);
-		return ember_error_errno(err, e, "fsync directory `%s`", dir);
-	}
-	close(fd);
-	return 0;
 }
 
 /* Renames `from` to `to` unless `to` exists (EEXIST).  Where the file
@@ -517,7 +506,7 @@ int snap_pack(const char *dir, const char *file, struct snap_pack_summary *summa
 		goto out;
 	}
 	temporary[0] = '\0'; /* it is `file` now */
-	if (fsync_directory(parent, err) < 0)
+	if (ember_fsync_directory(parent, err) < 0)
 		goto out;
 	if (summary) {
 		*summary = verified;
@@ -848,7 +837,7 @@ int snap_unpack(const char *file, const char *dir, struct snap_pack_summary *sum
 		goto out;
 	}
 	renamed = true;
-	if (fsync_directory(parent, err) < 0)
+	if (ember_fsync_directory(parent, err) < 0)
 		goto out;
 	if (summary) {
 		*summary = verified;

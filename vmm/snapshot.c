@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "durable.h"
 #include "guest_layout.h"
 #include "memfs.h"
 #include "pipe.h"
@@ -340,19 +341,6 @@ static int write_file(const char *dir, const char *name, const void *data, size_
 	return rc;
 }
 
-static int fsync_directory(const char *dir, struct ember_error *err)
-{
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0 || fsync(fd) < 0) {
-		int e = errno;
-		if (fd >= 0)
-			close(fd);
-		return ember_error_errno(err, e, "fsync directory `%s`", dir);
-	}
-	close(fd);
-	return 0;
-}
-
 int vmm_snapshot_save(struct vmm_process *process, const char *dir, struct ember_error *err)
 {
 	if (dir[0] != '/' || strlen(dir) + 32 > PATH_MAX)
@@ -392,13 +380,13 @@ int vmm_snapshot_save(struct vmm_process *process, const char *dir, struct ember
 		goto out;
 	}
 	if (write_file(temporary, SNAP_STATE_FILE, encoded, encoded_length, err) < 0 ||
-	    fsync_directory(temporary, err) < 0)
+	    ember_fsync_directory(temporary, err) < 0)
 		goto out;
 	if (rename(temporary, dir) < 0) {
 		ember_error_errno(err, errno, "rename `%s` to `%s`", temporary, dir);
 		goto out;
 	}
-	if (fsync_directory(parent, err) < 0)
+	if (ember_fsync_directory(parent, err) < 0)
 		goto out;
 	rc = 0;
 out:
