@@ -20,15 +20,13 @@ struct ember_error {
 
 /* Sets the message (printf format).  Returns -1 so callers can
  * `return ember_error_set(err, ...)`. */
-int ember_error_set(struct ember_error *err, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+int ember_error_set(struct ember_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Like ember_error_set, with ": strerror(errnum)" appended. */
 int ember_error_errno(struct ember_error *err, int errnum, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
 /* Prefixes the existing message with "context: ".  Returns -1. */
-int ember_error_wrap(struct ember_error *err, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+int ember_error_wrap(struct ember_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #endif

@@ -25,9 +25,15 @@ static bool all_chars(const char *s, const char *allowed_extra)
 
 static bool reserved_key(const char *key, size_t len)
 {
-	static const char *const exact[] = {"_HANDLER", "_X_AMZN_TRACE_ID", "AWS_REGION", "AWS_DEFAULT_REGION",
-					    "AWS_EXECUTION_ENV", "LAMBDA_TASK_ROOT", "LAMBDA_RUNTIME_DIR",
-					    "TZ", NULL};
+	static const char *const exact[] = {"_HANDLER",
+					    "_X_AMZN_TRACE_ID",
+					    "AWS_REGION",
+					    "AWS_DEFAULT_REGION",
+					    "AWS_EXECUTION_ENV",
+					    "LAMBDA_TASK_ROOT",
+					    "LAMBDA_RUNTIME_DIR",
+					    "TZ",
+					    NULL};
 	for (int i = 0; exact[i]; i++)
 		if (strlen(exact[i]) == len && memcmp(key, exact[i], len) == 0)
 			return true;
@@ -42,25 +48,31 @@ int ember_function_config_add_env(struct ember_function_config *config, const ch
 		return ember_error_set(err, "environment entry `%s`: expected KEY=VALUE", entry);
 	size_t key_len = (size_t)(equals - entry);
 	if (key_len > 128 || !((entry[0] >= 'A' && entry[0] <= 'Z') || (entry[0] >= 'a' && entry[0] <= 'z')))
-		return ember_error_set(err, "environment key `%.*s` must start with a letter and be at most 128 "
-				       "characters", (int)key_len, entry);
+		return ember_error_set(err,
+				       "environment key `%.*s` must start with a letter and be at most 128 "
+				       "characters",
+				       (int)key_len, entry);
 	for (size_t i = 0; i < key_len; i++) {
 		char c = entry[i];
 		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'))
-			return ember_error_set(err, "environment key `%.*s` may hold only letters, digits and _",
+			return ember_error_set(err,
+					       "environment key `%.*s` may hold only letters, digits and _",
 					       (int)key_len, entry);
 	}
 	if (reserved_key(entry, key_len))
-		return ember_error_set(err, "environment key `%.*s` is reserved by the platform", (int)key_len, entry);
+		return ember_error_set(err, "environment key `%.*s` is reserved by the platform",
+				       (int)key_len, entry);
 	for (const char *c = equals + 1; *c; c++)
 		if ((unsigned char)*c < 0x20)
-			return ember_error_set(err, "environment value of `%.*s` contains a control character",
+			return ember_error_set(err,
+					       "environment value of `%.*s` contains a control character",
 					       (int)key_len, entry);
 	size_t total = strlen(entry);
 	for (size_t i = 0; i < config->env_count; i++) {
 		total += strlen(config->env[i]);
 		if (strncmp(config->env[i], entry, key_len + 1) == 0)
-			return ember_error_set(err, "environment key `%.*s` given twice", (int)key_len, entry);
+			return ember_error_set(err, "environment key `%.*s` given twice", (int)key_len,
+					       entry);
 	}
 	if (config->env_count == EMBER_ENV_MAX || total > EMBER_ENV_TOTAL_MAX)
 		return ember_error_set(err, "environment exceeds %d variables or %d bytes", EMBER_ENV_MAX,
@@ -75,7 +87,8 @@ int ember_function_config_add_env(struct ember_function_config *config, const ch
 int ember_function_config_validate(const struct ember_function_config *c, struct ember_error *err)
 {
 	if (!c->name[0] || !all_chars(c->name, "-_"))
-		return ember_error_set(err, "function name `%s` must be 1 to 64 letters, digits, - or _", c->name);
+		return ember_error_set(err, "function name `%s` must be 1 to 64 letters, digits, - or _",
+				       c->name);
 	bool python = strcmp(c->runtime, "python3") == 0;
 	if (!python && strcmp(c->runtime, "provided") != 0)
 		return ember_error_set(err, "runtime `%s` is not one of python3, provided", c->runtime);
@@ -85,8 +98,9 @@ int ember_function_config_validate(const struct ember_function_config *c, struct
 		       c->handler[strlen(c->handler) - 1] == '.' || strstr(c->handler, "..")))
 		return ember_error_set(err, "python3 handler `%s` must be module.function", c->handler);
 	if (!python && !all_chars(c->handler, "_.-/:"))
-		return ember_error_set(err, "handler `%s` holds characters other than letters, digits and _.-/:",
-				       c->handler);
+		return ember_error_set(
+			err,
+			"handler `%s` holds characters other than letters, digits and _.-/:", c->handler);
 	if (c->memory_mb < 64 || c->memory_mb > 10240)
 		return ember_error_set(err, "memory of %u MiB is outside 64..10240", c->memory_mb);
 	if (c->timeout_s < 1 || c->timeout_s > 900)
@@ -101,7 +115,8 @@ void ember_function_config_free(struct ember_function_config *config)
 	config->env_count = 0;
 }
 
-int ember_function_config_write(const char *dir, const struct ember_function_config *c, struct ember_error *err)
+int ember_function_config_write(const char *dir, const struct ember_function_config *c,
+				struct ember_error *err)
 {
 	if (ember_function_config_validate(c, err) < 0)
 		return -1;
@@ -112,9 +127,10 @@ int ember_function_config_write(const char *dir, const struct ember_function_con
 		snprintf(key, sizeof key, "%.*s", (int)(equals - c->env[i]), c->env[i]);
 		json_object_set_new(env, key, json_string(equals + 1));
 	}
-	json_t *root = json_pack("{s:i, s:s, s:s, s:s, s:i, s:i, s:o}", "format", 1, "name", c->name, "runtime",
-				 c->runtime, "handler", c->handler, "memory_mb", (json_int_t)c->memory_mb,
-				 "timeout_s", (json_int_t)c->timeout_s, "environment", env);
+	json_t *root =
+		json_pack("{s:i, s:s, s:s, s:s, s:i, s:i, s:o}", "format", 1, "name", c->name, "runtime",
+			  c->runtime, "handler", c->handler, "memory_mb", (json_int_t)c->memory_mb,
+			  "timeout_s", (json_int_t)c->timeout_s, "environment", env);
 	char *text = root ? json_dumps(root, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
 	json_decref(root);
 	if (!text)
@@ -143,7 +159,8 @@ static int copy_string(json_t *root, const char *key, char *out, size_t size, st
 {
 	const char *value = json_string_value(json_object_get(root, key));
 	if (!value || strlen(value) >= size)
-		return ember_error_set(err, "`%s` is missing, not a string, or longer than %zu", key, size - 1);
+		return ember_error_set(err, "`%s` is missing, not a string, or longer than %zu", key,
+				       size - 1);
 	strcpy(out, value);
 	return 0;
 }
@@ -182,7 +199,8 @@ int ember_function_config_read(const char *dir, struct ember_function_config *c,
 		{
 			char entry[EMBER_ENV_TOTAL_MAX + 2];
 			if (!json_is_string(value) ||
-			    (size_t)snprintf(entry, sizeof entry, "%s=%s", key, json_string_value(value)) >= sizeof entry) {
+			    (size_t)snprintf(entry, sizeof entry, "%s=%s", key, json_string_value(value)) >=
+				    sizeof entry) {
 				rc = ember_error_set(err, "environment variable `%.64s` is invalid", key);
 				break;
 			}

@@ -15,12 +15,12 @@
 #include "error.h"
 
 #define EMBER_FUNCTION_CONFIG_FILE "function.json"
-#define EMBER_ENV_MAX 64
-#define EMBER_ENV_TOTAL_MAX 4096 /* bytes of keys and values, as Lambda allows */
+#define EMBER_ENV_MAX              64
+#define EMBER_ENV_TOTAL_MAX        4096 /* bytes of keys and values, as Lambda allows */
 
 struct ember_function_config {
 	char name[65];
-	char runtime[16];   /* "python3" or "provided" */
+	char runtime[16]; /* "python3" or "provided" */
 	char handler[129];
 	uint32_t memory_mb; /* 64..10240 */
 	uint32_t timeout_s; /* 1..900, the invocation timeout */
@@ -44,7 +44,8 @@ int ember_function_config_write(const char *dir, const struct ember_function_con
 
 /* Reads and validates DIR/function.json into `config` (zeroed first; free
  * with ember_function_config_free).  -1 with err. */
-int ember_function_config_read(const char *dir, struct ember_function_config *config, struct ember_error *err);
+int ember_function_config_read(const char *dir, struct ember_function_config *config,
+			       struct ember_error *err);
 
 void ember_function_config_free(struct ember_function_config *config);
 

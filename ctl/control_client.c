@@ -81,10 +81,8 @@ int ctl_parse_response_header(const unsigned char bytes[sizeof(struct ember_cont
 	case EMBER_CONTROL_OK:
 	case EMBER_CONTROL_NOT_ALLOWED:
 	case EMBER_CONTROL_BAD_REQUEST:
-	case EMBER_CONTROL_FAILED:
-		break;
-	default:
-		return ember_error_set(err, "response has unknown status %u", code);
+	case EMBER_CONTROL_FAILED: break;
+	default: return ember_error_set(err, "response has unknown status %u", code);
 	}
 	if (code == EMBER_CONTROL_OK && command == EMBER_CONTROL_STATS) {
 		if (length != sizeof(struct ember_control_stats))
@@ -122,14 +120,10 @@ int ctl_parse_stats(const unsigned char *payload, size_t length, struct ember_co
 const char *ctl_state_name(uint32_t state)
 {
 	switch (state) {
-	case EMBER_VM_RUNNING:
-		return "running";
-	case EMBER_VM_PAUSED:
-		return "paused";
-	case EMBER_VM_EXITED:
-		return "exited";
-	default:
-		return "unknown";
+	case EMBER_VM_RUNNING: return "running";
+	case EMBER_VM_PAUSED: return "paused";
+	case EMBER_VM_EXITED: return "exited";
+	default: return "unknown";
 	}
 }
 
@@ -190,8 +184,7 @@ static int append_path(char *out, size_t *used, size_t limit, const char *path)
 	return 0;
 }
 
-int ctl_absolute_path(const char *cwd, const char *path, char *out, size_t out_size,
-		      struct ember_error *err)
+int ctl_absolute_path(const char *cwd, const char *path, char *out, size_t out_size, struct ember_error *err)
 {
 	if (out_size == 0)
 		return ember_error_set(err, "no room for the path");
@@ -282,7 +275,8 @@ static int receive_all(struct ctl_connection *connection, unsigned char *bytes, 
 		}
 		if (n == 0) {
 			if (received == 0)
-				return ember_error_set(err, "the VMM closed the connection without answering");
+				return ember_error_set(err,
+						       "the VMM closed the connection without answering");
 			return ember_error_set(err, "the VMM closed the connection after %zu of %zu bytes",
 					       received, length);
 		}
@@ -312,8 +306,8 @@ int ctl_connect(struct ctl_connection *connection, const char *socket_path, doub
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	int64_t timeout_ns = (int64_t)(timeout_seconds * 1e9);
 	int64_t deadline_ns = now.tv_nsec + timeout_ns % 1000000000;
-	connection->deadline.tv_sec = now.tv_sec + (time_t)(timeout_ns / 1000000000) +
-				      (time_t)(deadline_ns / 1000000000);
+	connection->deadline.tv_sec =
+		now.tv_sec + (time_t)(timeout_ns / 1000000000) + (time_t)(deadline_ns / 1000000000);
 	connection->deadline.tv_nsec = (long)(deadline_ns % 1000000000);
 
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -363,14 +357,13 @@ int ctl_send_request(struct ctl_connection *connection, uint16_t command, const 
 	return 0;
 }
 
-int ctl_receive_response(struct ctl_connection *connection, uint16_t command,
-			 struct ctl_response *response, struct ember_error *err)
+int ctl_receive_response(struct ctl_connection *connection, uint16_t command, struct ctl_response *response,
+			 struct ember_error *err)
 {
 	unsigned char header[HEADER_SIZE];
 	if (receive_all(connection, header, sizeof header, err) < 0)
 		return ember_error_wrap(err, "read response header");
-	if (ctl_parse_response_header(header, command, &response->status, &response->payload_length,
-				      err) < 0)
+	if (ctl_parse_response_header(header, command, &response->status, &response->payload_length, err) < 0)
 		return -1;
 	/* Bounded by ctl_parse_response_header(); checked again where it is used. */
 	if (response->payload_length > sizeof response->payload)

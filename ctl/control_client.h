@@ -22,9 +22,9 @@
 #include "error.h"
 
 /* The largest payload a valid response can carry. */
-#define CTL_RESPONSE_PAYLOAD_MAX                                                                    \
-	(EMBER_CONTROL_MESSAGE_MAX > sizeof(struct ember_control_stats)                             \
-		 ? EMBER_CONTROL_MESSAGE_MAX                                                        \
+#define CTL_RESPONSE_PAYLOAD_MAX                                                                             \
+	(EMBER_CONTROL_MESSAGE_MAX > sizeof(struct ember_control_stats)                                      \
+		 ? EMBER_CONTROL_MESSAGE_MAX                                                                 \
 		 : sizeof(struct ember_control_stats))
 
 /* Room for a message escaped by ctl_escape_message(): four bytes per input
@@ -73,8 +73,7 @@ size_t ctl_escape_message(const unsigned char *message, size_t length, char *out
  * would be wrong past a symbolic link).  The result is "/" or has no
  * trailing '/'.  Returns -1 if `path` is empty, `cwd` is not absolute, or
  * the result is longer than EMBER_CONTROL_PATH_MAX bytes or `out_size` - 1. */
-int ctl_absolute_path(const char *cwd, const char *path, char *out, size_t out_size,
-		      struct ember_error *err);
+int ctl_absolute_path(const char *cwd, const char *path, char *out, size_t out_size, struct ember_error *err);
 
 /* ---- I/O half: one connection with one deadline -------------------------- */
 
@@ -110,8 +109,8 @@ int ctl_send_request(struct ctl_connection *connection, uint16_t command, const 
  * says after how many bytes), on a read error, on the deadline, or when
  * ctl_parse_response_header() refuses the header — in which case the
  * payload is never read. */
-int ctl_receive_response(struct ctl_connection *connection, uint16_t command,
-			 struct ctl_response *response, struct ember_error *err);
+int ctl_receive_response(struct ctl_connection *connection, uint16_t command, struct ctl_response *response,
+			 struct ember_error *err);
 
 /* Closes the connection's socket if open; safe to call twice. */
 void ctl_close(struct ctl_connection *connection);

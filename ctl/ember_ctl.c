@@ -21,14 +21,14 @@
 
 #include "control_client.h"
 
-#define EXIT_OK 0
-#define EXIT_ERROR 1
-#define EXIT_USAGE 2
-#define EXIT_NOT_ALLOWED 3
-#define EXIT_REFUSED 4
-#define DEFAULT_TIMEOUT_SECONDS 10.0
+#define EXIT_OK                  0
+#define EXIT_ERROR               1
+#define EXIT_USAGE               2
+#define EXIT_NOT_ALLOWED         3
+#define EXIT_REFUSED             4
+#define DEFAULT_TIMEOUT_SECONDS  10.0
 #define SNAPSHOT_TIMEOUT_SECONDS 30.0
-#define TIMEOUT_MAX_SECONDS 86400.0
+#define TIMEOUT_MAX_SECONDS      86400.0
 
 /* The largest json_int_t: jansson's integers are long or long long. */
 #if JSON_INTEGER_IS_LONG_LONG
@@ -91,16 +91,15 @@ static int parse_options(int argc, char **argv, struct options *opt, struct embe
 	int option;
 	while ((option = getopt_long(argc, argv, "ht:", long_options, NULL)) != -1) {
 		switch (option) {
-		case 'h':
-			usage(stdout);
-			return 1;
+		case 'h': usage(stdout); return 1;
 		case 't': {
 			char *end;
 			errno = 0;
 			double value = strtod(optarg, &end);
 			if (errno || end == optarg || *end || !(value > 0 && value <= TIMEOUT_MAX_SECONDS))
-				return ember_error_set(err, "--timeout `%s`: expected seconds, more than 0 and at most %g",
-						       optarg, TIMEOUT_MAX_SECONDS);
+				return ember_error_set(
+					err, "--timeout `%s`: expected seconds, more than 0 and at most %g",
+					optarg, TIMEOUT_MAX_SECONDS);
 			opt->timeout_seconds = value;
 			break;
 		}
@@ -114,7 +113,8 @@ static int parse_options(int argc, char **argv, struct options *opt, struct embe
 	}
 	int positional = argc - optind;
 	if (positional < 2)
-		return ember_error_set(err, positional == 0 ? "expected SOCK and a command" : "expected a command");
+		return ember_error_set(err, positional == 0 ? "expected SOCK and a command"
+							    : "expected a command");
 	opt->socket_path = argv[optind];
 	opt->command_name = argv[optind + 1];
 	if (opt->socket_path[0] == '\0')
@@ -185,11 +185,10 @@ static int report_status(const struct options *opt, const struct ctl_response *r
 {
 	static char message[CTL_ESCAPED_MESSAGE_MAX];
 	ctl_escape_message(response->payload, response->payload_length, message, sizeof message);
-	const char *what = response->status == EMBER_CONTROL_NOT_ALLOWED ? "not allowed"
+	const char *what = response->status == EMBER_CONTROL_NOT_ALLOWED   ? "not allowed"
 			   : response->status == EMBER_CONTROL_BAD_REQUEST ? "bad request"
 									   : "failed";
-	fprintf(stderr, "ember-ctl: %s: %s%s%s\n", opt->command_name, what, message[0] ? ": " : "",
-		message);
+	fprintf(stderr, "ember-ctl: %s: %s%s%s\n", opt->command_name, what, message[0] ? ": " : "", message);
 	return response->status == EMBER_CONTROL_NOT_ALLOWED ? EXIT_NOT_ALLOWED : EXIT_REFUSED;
 }
 
@@ -255,10 +254,11 @@ int main(int argc, char **argv)
 		return EXIT_ERROR;
 	}
 	static struct ctl_response response;
-	if (ctl_send_request(&connection, opt.command, payload_length ? snapshot_path : NULL,
-			     payload_length, &err) < 0 ||
+	if (ctl_send_request(&connection, opt.command, payload_length ? snapshot_path : NULL, payload_length,
+			     &err) < 0 ||
 	    ctl_receive_response(&connection, opt.command, &response, &err) < 0) {
-		fprintf(stderr, "ember-ctl: %s on `%s`: %s\n", opt.command_name, opt.socket_path, err.message);
+		fprintf(stderr, "ember-ctl: %s on `%s`: %s\n", opt.command_name, opt.socket_path,
+			err.message);
 		ctl_close(&connection);
 		return EXIT_ERROR;
 	}

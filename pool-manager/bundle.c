@@ -35,14 +35,14 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#define BLOCK_SIZE 65536
+#define BLOCK_SIZE      65536
 #define LINK_TARGET_MAX (POOL_BUNDLE_PATH_MAX - 1) /* what symlinkat accepts */
-#define SHOWN_MAX 200                              /* an escaped name in a message */
+#define SHOWN_MAX       200                        /* an escaped name in a message */
 /* The decompressed tar stream may exceed the file bytes by its headers and
  * padding: allow this much per entry (a pax header with a 4 KiB name, the
  * ustar header, padding), plus the end-of-archive blocks. */
 #define TAR_OVERHEAD_PER_ENTRY (16u << 10)
-#define TAR_OVERHEAD_FIXED (1u << 20)
+#define TAR_OVERHEAD_FIXED     (1u << 20)
 /* Entries are created this way: never through a link, never above root_fd. */
 #define RESOLVE_STRICT (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)
 
@@ -52,12 +52,12 @@
 struct gzip_source {
 	int fd;
 	z_stream stream;
-	bool stream_ready;  /* inflateInit2 succeeded */
-	bool input_ended;   /* read() returned 0 */
-	bool member_ended;  /* the current gzip member ended cleanly */
-	uint64_t produced;  /* decompressed bytes so far */
-	uint64_t budget;    /* at most this many */
-	char problem[160];  /* why the stream failed, for the message */
+	bool stream_ready; /* inflateInit2 succeeded */
+	bool input_ended;  /* read() returned 0 */
+	bool member_ended; /* the current gzip member ended cleanly */
+	uint64_t produced; /* decompressed bytes so far */
+	uint64_t budget;   /* at most this many */
+	char problem[160]; /* why the stream failed, for the message */
 	unsigned char in[BLOCK_SIZE];
 	unsigned char out[BLOCK_SIZE];
 };
@@ -67,10 +67,10 @@ struct unpack {
 	struct pool_bundle_report *report;
 	struct ember_error *err;
 	int bundle_fd;
-	int root_fd;               /* the temporary directory everything goes into */
+	int root_fd; /* the temporary directory everything goes into */
 	struct archive *archive;
-	struct gzip_source *gzip;  /* tar.gz only */
-	char *links;               /* normalized paths of the links made, NUL-separated */
+	struct gzip_source *gzip; /* tar.gz only */
+	char *links;              /* normalized paths of the links made, NUL-separated */
 	size_t links_length, links_capacity;
 	char path[POOL_BUNDLE_PATH_MAX + 1]; /* the current entry, normalized */
 	char shown[SHOWN_MAX];               /* the current entry's raw name, escaped */
@@ -466,21 +466,16 @@ static int unpack_entry(struct unpack *u, struct archive_entry *entry)
 	if (archive_entry_hardlink(entry))
 		return entry_error(u, "hard links are not allowed");
 	switch (archive_entry_filetype(entry)) {
-	case AE_IFDIR:
-		return unpack_directory(u);
-	case AE_IFREG:
-		return unpack_regular_file(u, entry);
-	case AE_IFLNK:
-		return unpack_symlink(u, entry);
+	case AE_IFDIR: return unpack_directory(u);
+	case AE_IFREG: return unpack_regular_file(u, entry);
+	case AE_IFLNK: return unpack_symlink(u, entry);
 	case AE_IFCHR:
-	case AE_IFBLK:
-		return entry_error(u, "device files are not allowed");
-	case AE_IFIFO:
-		return entry_error(u, "FIFOs are not allowed");
-	case AE_IFSOCK:
-		return entry_error(u, "sockets are not allowed");
+	case AE_IFBLK: return entry_error(u, "device files are not allowed");
+	case AE_IFIFO: return entry_error(u, "FIFOs are not allowed");
+	case AE_IFSOCK: return entry_error(u, "sockets are not allowed");
 	default:
-		return entry_error(u, "file type 0%o is not allowed", (unsigned)archive_entry_filetype(entry));
+		return entry_error(u, "file type 0%o is not allowed",
+				   (unsigned)archive_entry_filetype(entry));
 	}
 }
 
@@ -566,7 +561,8 @@ static la_ssize_t gzip_read(struct archive *archive, void *data, const void **bl
 					 g->stream.msg ? g->stream.msg : "inflate failed");
 		if (produced > 0) {
 			if (produced > g->budget - g->produced)
-				return gzip_fail(archive, g, "the decompressed tar stream is larger than %llu bytes",
+				return gzip_fail(archive, g,
+						 "the decompressed tar stream is larger than %llu bytes",
 						 (unsigned long long)g->budget);
 			g->produced += produced;
 			return (la_ssize_t)produced;
@@ -641,8 +637,9 @@ static int open_archive(struct unpack *u)
 		if (gzip)
 			return ember_error_set(u->err, "the gzip data is not a tar archive (%s)", reason);
 		if (n == 4 && memcmp(magic, "PK\3\4", 4) == 0)
-			return ember_error_set(u->err, "a damaged zip archive: no valid central directory; truncated? (%s)",
-					       reason);
+			return ember_error_set(
+				u->err, "a damaged zip archive: no valid central directory; truncated? (%s)",
+				reason);
 		if (n == 4 && memcmp(magic, "PK\5\6", 4) == 0)
 			return ember_error_set(u->err, "the bundle holds no entries (an empty zip archive)");
 		return ember_error_set(u->err, "not a zip or tar.gz archive (%s)", reason);
@@ -665,8 +662,8 @@ static int unpack_archive(struct unpack *u)
 		if (status != ARCHIVE_OK) {
 			char reason[SHOWN_MAX];
 			archive_reason(u, reason, sizeof reason);
-			return ember_error_set(u->err, "entry %llu: %s", (unsigned long long)u->report->entries + 1,
-					       reason);
+			return ember_error_set(u->err, "entry %llu: %s",
+					       (unsigned long long)u->report->entries + 1, reason);
 		}
 		if (++u->report->entries > u->limits.max_entries)
 			return ember_error_set(u->err, "the bundle has more than %llu entries",
@@ -685,7 +682,8 @@ static int unpack_archive(struct unpack *u)
 
 /* Splits `path` into its parent directory and last component.  Returns 0,
  * or -1 with the error set. */
-static int split_path(const char *path, char parent[PATH_MAX], char base[NAME_MAX + 1], struct ember_error *err)
+static int split_path(const char *path, char parent[PATH_MAX], char base[NAME_MAX + 1],
+		      struct ember_error *err)
 {
 	size_t length = strlen(path);
 	if (length == 0)
@@ -701,7 +699,8 @@ static int split_path(const char *path, char parent[PATH_MAX], char base[NAME_MA
 	if (last[0] == '\0' || strcmp(last, ".") == 0 || strcmp(last, "..") == 0)
 		return ember_error_set(err, "`%s` does not name a new directory", path);
 	if (strlen(last) > NAME_MAX)
-		return ember_error_set(err, "`%s`: the last component is longer than %d bytes", path, NAME_MAX);
+		return ember_error_set(err, "`%s`: the last component is longer than %d bytes", path,
+				       NAME_MAX);
 	memcpy(base, last, strlen(last) + 1);
 	if (!slash)
 		strcpy(parent, ".");
@@ -720,7 +719,7 @@ struct removal_stack {
 	struct removal_level {
 		dev_t device;
 		ino_t inode;
-	} *levels;
+	} * levels;
 	size_t depth, capacity;
 	char *names; /* one NUL-terminated name per level */
 	size_t names_length, names_capacity;
@@ -823,7 +822,8 @@ static int remove_tree(int parent_fd, const char *name)
 		if (found > 0) {
 			int below = -1;
 			if (removal_push(&stack, current, child) < 0 ||
-			    (below = openat(current, child, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0) {
+			    (below = openat(current, child,
+					    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0) {
 				errnum = errno;
 				break;
 			}
@@ -886,7 +886,8 @@ static int make_temporary_directory(int parent_fd, const char *base, char name[N
 }
 
 /* Makes the unpacked tree durable and puts it at `base`.  Returns 0 or -1. */
-static int publish(struct unpack *u, int parent_fd, const char *temporary, const char *base, const char *task_dir)
+static int publish(struct unpack *u, int parent_fd, const char *temporary, const char *base,
+		   const char *task_dir)
 {
 	if (fchmod(u->root_fd, 0755) < 0)
 		return ember_error_errno(u->err, errno, "set the task directory's mode");
@@ -894,7 +895,8 @@ static int publish(struct unpack *u, int parent_fd, const char *temporary, const
 		return ember_error_errno(u->err, errno, "flush the unpacked files");
 	if (renameat2(parent_fd, temporary, parent_fd, base, RENAME_NOREPLACE) < 0) {
 		if (errno == EEXIST)
-			return ember_error_set(u->err, "`%s` appeared while the bundle was unpacked", task_dir);
+			return ember_error_set(u->err, "`%s` appeared while the bundle was unpacked",
+					       task_dir);
 		return ember_error_errno(u->err, errno, "rename `%s` to `%s`", temporary, task_dir);
 	}
 	if (fsync(parent_fd) < 0) {
@@ -1025,7 +1027,8 @@ int pool_bundle_remove(const char *task_dir, struct ember_error *err)
 		return ember_error_wrap(err, "remove task directory `%s`", task_dir);
 	int parent_fd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (parent_fd < 0)
-		return ember_error_errno(err, errno, "remove task directory `%s`: open `%s`", task_dir, parent);
+		return ember_error_errno(err, errno, "remove task directory `%s`: open `%s`", task_dir,
+					 parent);
 	int result = 0;
 	if (remove_tree(parent_fd, base) < 0)
 		result = ember_error_errno(err, errno, "remove task directory `%s`", task_dir);

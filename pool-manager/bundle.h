@@ -58,10 +58,10 @@
 #include "error.h"
 
 #define POOL_BUNDLE_DEFAULT_MAX_TOTAL_BYTES (250ull << 20)
-#define POOL_BUNDLE_DEFAULT_MAX_ENTRIES 10000ull
-#define POOL_BUNDLE_PATH_MAX 4096   /* bytes in an entry name */
-#define POOL_BUNDLE_NAME_MAX 255    /* bytes in one component */
-#define POOL_BUNDLE_FORMAT_MAX 16
+#define POOL_BUNDLE_DEFAULT_MAX_ENTRIES     10000ull
+#define POOL_BUNDLE_PATH_MAX                4096 /* bytes in an entry name */
+#define POOL_BUNDLE_NAME_MAX                255  /* bytes in one component */
+#define POOL_BUNDLE_FORMAT_MAX              16
 
 /* Caps on one bundle.  A zero field takes its default. */
 struct pool_bundle_limits {
@@ -72,8 +72,8 @@ struct pool_bundle_limits {
 /* What an unpack did.  Filled on success and on failure: on failure it holds
  * the counts reached when unpacking stopped. */
 struct pool_bundle_report {
-	uint64_t entries;       /* archive entries read, the refused one included */
-	uint64_t bytes_written; /* bytes of file data written */
+	uint64_t entries;                    /* archive entries read, the refused one included */
+	uint64_t bytes_written;              /* bytes of file data written */
 	char format[POOL_BUNDLE_FORMAT_MAX]; /* "zip" or "tar.gz"; "" if not recognised */
 };
 

@@ -31,9 +31,9 @@
 #include "function_config.h"
 #include "runtime_api.h"
 
-#define INIT_TIMEOUT_S 60 /* a runtime must ask for its first event within this */
-#define LOG_TAIL 8192     /* the runtime's last output, quoted when the build fails */
-#define MAX_VM_ARGS 128
+#define INIT_TIMEOUT_S 60   /* a runtime must ask for its first event within this */
+#define LOG_TAIL       8192 /* the runtime's last output, quoted when the build fails */
+#define MAX_VM_ARGS    128
 
 struct build {
 	pthread_mutex_t lock;
@@ -68,7 +68,8 @@ static void on_init_error(void *ctx, const struct wk_rapi_error *error)
 	pthread_mutex_lock(&b->lock);
 	b->init_error = true;
 	snprintf(b->error_type, sizeof b->error_type, "%s", error->error_type ? error->error_type : "");
-	size_t n = error->body_length < sizeof b->error_body - 1 ? error->body_length : sizeof b->error_body - 1;
+	size_t n =
+		error->body_length < sizeof b->error_body - 1 ? error->body_length : sizeof b->error_body - 1;
 	memcpy(b->error_body, error->body, n);
 	b->error_body[n] = '\0';
 	pthread_mutex_unlock(&b->lock);
@@ -123,12 +124,11 @@ static int control(const char *socket_path, uint16_t command, const char *path, 
 
 static void usage(FILE *out)
 {
-	fprintf(out,
-		"usage: ember-build-fn --runtime python3|provided --handler H --bundle FILE --mem MiB\n"
-		"                      [--env K=V ...] [--name NAME] [--timeout S] --out DIR\n"
-		"Unpacks the bundle (zip or tar.gz), starts the runtime in a microVM and snapshots it\n"
-		"when it asks for its first event.  DIR must not exist.\n"
-		"  --timeout S  the invocation timeout recorded for ember-invoke (default 3)\n");
+	fprintf(out, "usage: ember-build-fn --runtime python3|provided --handler H --bundle FILE --mem MiB\n"
+		     "                      [--env K=V ...] [--name NAME] [--timeout S] --out DIR\n"
+		     "Unpacks the bundle (zip or tar.gz), starts the runtime in a microVM and snapshots it\n"
+		     "when it asks for its first event.  DIR must not exist.\n"
+		     "  --timeout S  the invocation timeout recorded for ember-invoke (default 3)\n");
 }
 
 /* Appends `--env KEY=VALUE` (KEY may be NULL when VALUE is a whole entry). */
@@ -175,7 +175,8 @@ int main(int argc, char **argv)
 		else if (strcmp(arg, "--mem") == 0 || strcmp(arg, "--timeout") == 0) {
 			unsigned long n = strtoul(value, &end, 10);
 			if (*end || n > 100000) {
-				fprintf(stderr, "ember-build-fn: %s %s: expected a whole number\n", arg, value);
+				fprintf(stderr, "ember-build-fn: %s %s: expected a whole number\n", arg,
+					value);
 				return 2;
 			}
 			*(strcmp(arg, "--mem") == 0 ? &config.memory_mb : &config.timeout_s) = (uint32_t)n;
@@ -191,7 +192,8 @@ int main(int argc, char **argv)
 		}
 	}
 	if (!bundle || !out || !config.runtime[0] || !config.handler[0] || !config.memory_mb) {
-		fprintf(stderr, "ember-build-fn: --runtime, --handler, --bundle, --mem and --out are required\n");
+		fprintf(stderr,
+			"ember-build-fn: --runtime, --handler, --bundle, --mem and --out are required\n");
 		usage(stderr);
 		return 2;
 	}
@@ -199,9 +201,11 @@ int main(int argc, char **argv)
 		const char *base = strrchr(out, '/') ? strrchr(out, '/') + 1 : out;
 		size_t n = 0;
 		for (; base[n] && n < sizeof config.name - 1; n++)
-			config.name[n] = (base[n] == '-' || base[n] == '_' || (base[n] >= '0' && base[n] <= '9') ||
-					  (base[n] >= 'a' && base[n] <= 'z') || (base[n] >= 'A' && base[n] <= 'Z'))
-						 ? base[n] : '_';
+			config.name[n] =
+				(base[n] == '-' || base[n] == '_' || (base[n] >= '0' && base[n] <= '9') ||
+				 (base[n] >= 'a' && base[n] <= 'z') || (base[n] >= 'A' && base[n] <= 'Z'))
+					? base[n]
+					: '_';
 		config.name[n] = '\0';
 	}
 	if (ember_function_config_validate(&config, &err) < 0) {
@@ -241,12 +245,14 @@ int main(int argc, char **argv)
 		struct stat st;
 		snprintf(bootstrap, sizeof bootstrap, "%s/bootstrap", task);
 		if (lstat(bootstrap, &st) < 0 || !S_ISREG(st.st_mode) || !(st.st_mode & 0111)) {
-			ember_error_set(&err, "a provided-runtime bundle must hold an executable file `bootstrap` at "
-					      "its top");
+			ember_error_set(
+				&err, "a provided-runtime bundle must hold an executable file `bootstrap` at "
+				      "its top");
 			goto fail;
 		}
 	}
-	if (ember_sibling_path(python ? "../rootfs/python3" : "../rootfs/base", root, sizeof root, &err) < 0 ||
+	if (ember_sibling_path(python ? "../rootfs/python3" : "../rootfs/base", root, sizeof root, &err) <
+		    0 ||
 	    ember_sibling_path("ember-vmm", vmm, sizeof vmm, &err) < 0 ||
 	    ember_socket_dir(socket_dir, sizeof socket_dir, &err) < 0)
 		goto fail;
@@ -257,7 +263,9 @@ int main(int argc, char **argv)
 		goto fail;
 	}
 	struct wk_rapi_callbacks callbacks = {
-		.next_requested = on_next, .init_error = on_init_error, .protocol_error = on_protocol_error,
+		.next_requested = on_next,
+		.init_error = on_init_error,
+		.protocol_error = on_protocol_error,
 	};
 	if (wk_rapi_server_start(&server, api_socket, &callbacks, &b, &err) < 0)
 		goto fail;
@@ -267,8 +275,8 @@ int main(int argc, char **argv)
 	char mem_text[16], *vm_argv[MAX_VM_ARGS];
 	int vm_argc = 0, used = 0;
 	snprintf(mem_text, sizeof mem_text, "%u", config.memory_mb);
-	char *fixed[] = {vmm, "run", "--mem", mem_text, "--root", root, "--task", task, "--runtime-api",
-			 api_socket, "--control-sock", control_socket};
+	char *fixed[] = {vmm,      "run", "--mem",         mem_text,   "--root",         root,
+			 "--task", task,  "--runtime-api", api_socket, "--control-sock", control_socket};
 	for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
 		vm_argv[vm_argc++] = fixed[i];
 	char memory_text[16];
@@ -310,7 +318,8 @@ int main(int argc, char **argv)
 	time_t deadline = time(NULL) + INIT_TIMEOUT_S;
 	bool running = true, ready = false;
 	while (running) {
-		struct pollfd fds[2] = {{.fd = b.wake[0], .events = POLLIN}, {.fd = log_fd, .events = POLLIN}};
+		struct pollfd fds[2] = {{.fd = b.wake[0], .events = POLLIN},
+					{.fd = log_fd, .events = POLLIN}};
 		int n = poll(fds, 2, 200);
 		if (n < 0 && errno != EINTR) {
 			ember_error_errno(&err, errno, "poll");
@@ -333,14 +342,16 @@ int main(int argc, char **argv)
 		if (ready)
 			break;
 		if (time(NULL) > deadline) {
-			ember_error_set(&err, "the runtime did not ask for an event within %d s", INIT_TIMEOUT_S);
+			ember_error_set(&err, "the runtime did not ask for an event within %d s",
+					INIT_TIMEOUT_S);
 			goto fail;
 		}
 	}
 	if (!ready) {
 		waitpid(pid, &status, 0);
 		pid = -1;
-		ember_error_set(&err, "the runtime exited (%s %d) before asking for an event; its last output:\n%s",
+		ember_error_set(&err,
+				"the runtime exited (%s %d) before asking for an event; its last output:\n%s",
 				WIFEXITED(status) ? "status" : "signal",
 				WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status), b.log_tail);
 		goto fail;
@@ -359,10 +370,12 @@ int main(int argc, char **argv)
 		goto fail;
 	struct timespec finished;
 	clock_gettime(CLOCK_MONOTONIC, &finished);
-	fprintf(stderr, "ember-build-fn: built `%s` (%s, %s, %u MiB; %llu files, %llu bytes of code) in %ld ms\n",
-		config.name, config.runtime, config.handler, config.memory_mb, (unsigned long long)report.entries,
-		(unsigned long long)report.bytes_written,
-		(long)((finished.tv_sec - started.tv_sec) * 1000 + (finished.tv_nsec - started.tv_nsec) / 1000000));
+	fprintf(stderr,
+		"ember-build-fn: built `%s` (%s, %s, %u MiB; %llu files, %llu bytes of code) in %ld ms\n",
+		config.name, config.runtime, config.handler, config.memory_mb,
+		(unsigned long long)report.entries, (unsigned long long)report.bytes_written,
+		(long)((finished.tv_sec - started.tv_sec) * 1000 +
+		       (finished.tv_nsec - started.tv_nsec) / 1000000));
 	exit_code = 0;
 	goto out;
 fail:

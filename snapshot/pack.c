@@ -28,11 +28,11 @@
 #include "pack_archive.h"
 #include "snap_state.h"
 
-#define PAGE_BYTES SNAP_ARCHIVE_PAGE_SIZE
-#define READ_CHUNK (1u << 20)         /* pack: bytes read from a snapshot file at a time */
-#define PACKED_READ_CHUNK (256u << 10) /* unpack: compressed bytes read at a time */
-#define DECOMPRESSED_CHUNK (4u << 20)  /* one whole LZ4 block: decoded in place */
-#define LZ4_MAGIC_BYTES 4
+#define PAGE_BYTES         SNAP_ARCHIVE_PAGE_SIZE
+#define READ_CHUNK         (1u << 20)   /* pack: bytes read from a snapshot file at a time */
+#define PACKED_READ_CHUNK  (256u << 10) /* unpack: compressed bytes read at a time */
+#define DECOMPRESSED_CHUNK (4u << 20)   /* one whole LZ4 block: decoded in place */
+#define LZ4_MAGIC_BYTES    4
 
 _Static_assert(READ_CHUNK % PAGE_BYTES == 0, "chunks hold whole pages");
 
@@ -212,7 +212,8 @@ static int verify_directory(const char *path, struct snap_pack_summary *summary,
 		goto out;
 
 	char state_path[PATH_MAX];
-	if (snprintf(state_path, sizeof state_path, "%s/%s", path, SNAP_STATE_FILE) >= (int)sizeof state_path) {
+	if (snprintf(state_path, sizeof state_path, "%s/%s", path, SNAP_STATE_FILE) >=
+	    (int)sizeof state_path) {
 		ember_error_set(err, "path too long");
 		goto out;
 	}
@@ -222,8 +223,9 @@ static int verify_directory(const char *path, struct snap_pack_summary *summary,
 	uint64_t mem_size = state.memory.mem_size;
 	snap_state_free(&state);
 	if ((uint64_t)memory_st.st_size != mem_size) {
-		ember_error_set(err, "`%s` is %llu bytes; the state says guest memory is %llu bytes", SNAP_MEMORY_FILE,
-				(unsigned long long)memory_st.st_size, (unsigned long long)mem_size);
+		ember_error_set(err, "`%s` is %llu bytes; the state says guest memory is %llu bytes",
+				SNAP_MEMORY_FILE, (unsigned long long)memory_st.st_size,
+				(unsigned long long)mem_size);
 		goto out;
 	}
 	if (summary) {
@@ -231,7 +233,8 @@ static int verify_directory(const char *path, struct snap_pack_summary *summary,
 		summary->state_version = SNAP_FORMAT_VERSION;
 		summary->state_bytes = (uint64_t)state_st.st_size;
 		summary->memory_bytes = mem_size;
-		summary->allocated_bytes = ((uint64_t)state_st.st_blocks + (uint64_t)memory_st.st_blocks) * 512;
+		summary->allocated_bytes =
+			((uint64_t)state_st.st_blocks + (uint64_t)memory_st.st_blocks) * 512;
 	}
 	rc = 0;
 out:
@@ -251,9 +254,9 @@ int snap_verify_dir(const char *dir, struct snap_pack_summary *summary, struct e
 struct pack_writer {
 	LZ4F_cctx *cctx;
 	int fd;
-	uint8_t *out;        /* compressed output, out_capacity bytes */
+	uint8_t *out; /* compressed output, out_capacity bytes */
 	size_t out_capacity;
-	uint8_t *chunk;      /* READ_CHUNK bytes read from a snapshot file */
+	uint8_t *chunk; /* READ_CHUNK bytes read from a snapshot file */
 	uint64_t packed_bytes;
 	uint64_t extent_count, data_bytes;
 };
@@ -332,7 +335,8 @@ static int put_nonzero_runs(struct pack_writer *w, uint64_t base, const uint8_t 
 			run_start = position;
 			in_run = true;
 		} else if (zero && in_run) {
-			if (writer_put_extent(w, base + run_start, bytes + run_start, position - run_start, err) < 0)
+			if (writer_put_extent(w, base + run_start, bytes + run_start, position - run_start,
+					      err) < 0)
 				return -1;
 			in_run = false;
 		}
@@ -396,7 +400,8 @@ static int pack_file(struct pack_writer *w, int dirfd, const char *name, struct 
 			if (n < 0 && errno == EINTR)
 				continue;
 			if (n < 0) {
-				ember_error_errno(err, errno, "read `%s` at %llu", name, (unsigned long long)at);
+				ember_error_errno(err, errno, "read `%s` at %llu", name,
+						  (unsigned long long)at);
 				goto out;
 			}
 			if (n == 0) {
@@ -456,7 +461,8 @@ static int pack_stream(struct pack_writer *w, int dirfd, struct ember_error *err
 		if (pack_file(w, dirfd, snap_archive_names[i], err) < 0)
 			return -1;
 	uint8_t end[SNAP_ARCHIVE_END_RECORD_SIZE];
-	if (writer_put(w, end, snap_archive_end_record(end, SNAP_ARCHIVE_FILES, w->extent_count, w->data_bytes),
+	if (writer_put(w, end,
+		       snap_archive_end_record(end, SNAP_ARCHIVE_FILES, w->extent_count, w->data_bytes),
 		       err) < 0)
 		return -1;
 	n = LZ4F_compressEnd(w->cctx, w->out, w->out_capacity, NULL);
@@ -479,11 +485,11 @@ int snap_pack(const char *dir, const char *file, struct snap_pack_summary *summa
 	if (dirfd < 0)
 		return ember_error_errno(err, errno, "pack `%s` into `%s`: open `%s`", dir, file, dir);
 	struct stat dir_st, parent_st;
-	if (fstat(dirfd, &dir_st) == 0 && stat(parent, &parent_st) == 0 && dir_st.st_dev == parent_st.st_dev &&
-	    dir_st.st_ino == parent_st.st_ino) {
+	if (fstat(dirfd, &dir_st) == 0 && stat(parent, &parent_st) == 0 &&
+	    dir_st.st_dev == parent_st.st_dev && dir_st.st_ino == parent_st.st_ino) {
 		close(dirfd);
-		return ember_error_set(err, "pack `%s` into `%s`: the packed file cannot go inside the snapshot", dir,
-				       file);
+		return ember_error_set(
+			err, "pack `%s` into `%s`: the packed file cannot go inside the snapshot", dir, file);
 	}
 	struct pack_writer w = {.fd = mkostemp(temporary, O_CLOEXEC)};
 	int rc = -1;
@@ -536,7 +542,8 @@ out:
  * and feeds its content to `parser`; the frame must carry a content
  * checksum and be followed by nothing.  Counts compressed bytes in
  * *packed_bytes. */
-static int read_packed(int fd, struct snap_archive_parser *parser, uint64_t *packed_bytes, struct ember_error *err)
+static int read_packed(int fd, struct snap_archive_parser *parser, uint64_t *packed_bytes,
+		       struct ember_error *err)
 {
 	LZ4F_dctx *dctx = NULL;
 	uint8_t *in = malloc(PACKED_READ_CHUNK), *out = malloc(DECOMPRESSED_CHUNK);
@@ -560,9 +567,9 @@ static int read_packed(int fd, struct snap_archive_parser *parser, uint64_t *pac
 	}
 	in_length = (size_t)got;
 	*packed_bytes = in_length;
-	uint32_t magic = in_length >= LZ4_MAGIC_BYTES
-				 ? (uint32_t)in[0] | (uint32_t)in[1] << 8 | (uint32_t)in[2] << 16 | (uint32_t)in[3] << 24
-				 : 0;
+	uint32_t magic = in_length >= LZ4_MAGIC_BYTES ? (uint32_t)in[0] | (uint32_t)in[1] << 8 |
+								(uint32_t)in[2] << 16 | (uint32_t)in[3] << 24
+						      : 0;
 	if (in_length == 0) {
 		ember_error_set(err, "the file is empty");
 		goto out;
@@ -579,7 +586,8 @@ static int read_packed(int fd, struct snap_archive_parser *parser, uint64_t *pac
 		goto out;
 	}
 	if (info.contentChecksumFlag != LZ4F_contentChecksumEnabled) {
-		ember_error_set(err, "the LZ4 frame has no content checksum (packed snapshots always carry one)");
+		ember_error_set(err,
+				"the LZ4 frame has no content checksum (packed snapshots always carry one)");
 		goto out;
 	}
 	in_position = header_length;
@@ -616,7 +624,8 @@ static int read_packed(int fd, struct snap_archive_parser *parser, uint64_t *pac
 					(unsigned long long)consumed_total);
 			goto out;
 		} else if (source == 0 && produced == 0 && in_position < in_length) {
-			ember_error_set(err, "LZ4 frame, near compressed byte %llu: the decoder makes no progress",
+			ember_error_set(err,
+					"LZ4 frame, near compressed byte %llu: the decoder makes no progress",
 					(unsigned long long)consumed_total);
 			goto out;
 		}
@@ -633,7 +642,8 @@ static int read_packed(int fd, struct snap_archive_parser *parser, uint64_t *pac
 		*packed_bytes += in_length;
 	}
 	if (in_position < in_length) {
-		ember_error_set(err, "data follows the LZ4 frame at byte %llu", (unsigned long long)consumed_total);
+		ember_error_set(err, "data follows the LZ4 frame at byte %llu",
+				(unsigned long long)consumed_total);
 		goto out;
 	}
 	if (snap_archive_parser_finish(parser, err) < 0)
@@ -665,7 +675,8 @@ static int check_file_begin(void *context, unsigned index, const char *name, uin
 	if (index == 0) {
 		c->state_bytes = calloc(1, size ? size : 1); /* size <= SNAP_ARCHIVE_STATE_MAX */
 		if (!c->state_bytes)
-			return ember_error_set(err, "`%s`: out of memory for %llu bytes", name, (unsigned long long)size);
+			return ember_error_set(err, "`%s`: out of memory for %llu bytes", name,
+					       (unsigned long long)size);
 		c->state_size = size;
 		return 0;
 	}
@@ -678,8 +689,8 @@ static int check_file_begin(void *context, unsigned index, const char *name, uin
 	uint64_t mem_size = state.memory.mem_size;
 	snap_state_free(&state);
 	if (size != mem_size)
-		return ember_error_set(err, "`%s` is %llu bytes; the state says guest memory is %llu bytes", name,
-				       (unsigned long long)size, (unsigned long long)mem_size);
+		return ember_error_set(err, "`%s` is %llu bytes; the state says guest memory is %llu bytes",
+				       name, (unsigned long long)size, (unsigned long long)mem_size);
 	return 0;
 }
 
@@ -744,8 +755,8 @@ int snap_verify_packed(const char *file, struct snap_pack_summary *summary, stru
 /* Writes the archive's files into the temporary directory. */
 struct unpack_sink {
 	struct state_check check;
-	int dirfd;             /* the temporary directory */
-	int fd;                /* the file being written, or -1 */
+	int dirfd; /* the temporary directory */
+	int fd;    /* the file being written, or -1 */
 	const char *name;
 	bool created[SNAP_ARCHIVE_FILES];
 };
@@ -762,7 +773,8 @@ static int unpack_file_begin(void *context, unsigned index, const char *name, ui
 		return ember_error_errno(err, errno, "create `%s`", name);
 	u->created[index] = true;
 	if (ftruncate(u->fd, (off_t)size) < 0)
-		return ember_error_errno(err, errno, "size `%s` to %llu bytes", name, (unsigned long long)size);
+		return ember_error_errno(err, errno, "size `%s` to %llu bytes", name,
+					 (unsigned long long)size);
 	return 0;
 }
 
@@ -772,7 +784,8 @@ static int unpack_data(void *context, uint64_t offset, const uint8_t *bytes, siz
 	struct unpack_sink *u = context;
 	check_data(&u->check, offset, bytes, length);
 	if (pwrite_all(u->fd, bytes, length, offset) < 0)
-		return ember_error_errno(err, errno, "write `%s` at %llu", u->name, (unsigned long long)offset);
+		return ember_error_errno(err, errno, "write `%s` at %llu", u->name,
+					 (unsigned long long)offset);
 	return 0;
 }
 

@@ -13,13 +13,13 @@
 #include <stdio.h>
 #include <string.h>
 
-#define TAG_FILE 0x454c4946u /* "FILE" */
-#define TAG_DATA 0x41544144u /* "DATA" */
-#define TAG_END 0x2e444e45u  /* "END." */
-#define TAG_SIZE 4
-#define FILE_FIELDS_SIZE 12   /* after the tag: name length, size */
+#define TAG_FILE           0x454c4946u /* "FILE" */
+#define TAG_DATA           0x41544144u /* "DATA" */
+#define TAG_END            0x2e444e45u /* "END." */
+#define TAG_SIZE           4
+#define FILE_FIELDS_SIZE   12 /* after the tag: name length, size */
 #define EXTENT_FIELDS_SIZE 20 /* after the tag: reserved, offset, length */
-#define END_FIELDS_SIZE 20    /* after the tag: file count, extent count, data bytes */
+#define END_FIELDS_SIZE    20 /* after the tag: file count, extent count, data bytes */
 
 _Static_assert(sizeof SNAP_ARCHIVE_MAGIC - 1 == 8, "the magic is 8 bytes");
 _Static_assert(TAG_SIZE + FILE_FIELDS_SIZE == 16, "file record layout");
@@ -123,7 +123,7 @@ void snap_archive_parser_init(struct snap_archive_parser *parser, const struct s
 
 /* Fails the parser with a message that names the offending record. */
 __attribute__((format(printf, 3, 4))) static int refuse(struct snap_archive_parser *parser,
-							 struct ember_error *err, const char *fmt, ...)
+							struct ember_error *err, const char *fmt, ...)
 {
 	char message[EMBER_ERROR_MAX];
 	va_list ap;
@@ -131,7 +131,8 @@ __attribute__((format(printf, 3, 4))) static int refuse(struct snap_archive_pars
 	vsnprintf(message, sizeof message, fmt, ap);
 	va_end(ap);
 	parser->stage = STAGE_FAILED;
-	return ember_error_set(err, "archive offset %llu: %s", (unsigned long long)parser->record_start, message);
+	return ember_error_set(err, "archive offset %llu: %s", (unsigned long long)parser->record_start,
+			       message);
 }
 
 /* Expects the next `need` bytes to be collected into field for `stage`. */
@@ -196,12 +197,11 @@ static int take_tag(struct snap_archive_parser *parser, struct ember_error *err)
 		return 0;
 	case TAG_END:
 		if (parser->file_count != SNAP_ARCHIVE_FILES)
-			return refuse(parser, err, "the archive ends after %u of %d files", parser->file_count,
-				      SNAP_ARCHIVE_FILES);
+			return refuse(parser, err, "the archive ends after %u of %d files",
+				      parser->file_count, SNAP_ARCHIVE_FILES);
 		expect(parser, STAGE_END, END_FIELDS_SIZE);
 		return 0;
-	default:
-		return refuse(parser, err, "unknown record tag %#x", tag);
+	default: return refuse(parser, err, "unknown record tag %#x", tag);
 	}
 }
 
@@ -224,7 +224,8 @@ static int take_name(struct snap_archive_parser *parser, struct ember_error *err
 	if (length != strlen(expected) || memcmp(parser->field, expected, length) != 0) {
 		char shown[SNAP_ARCHIVE_NAME_MAX * 4 + 1];
 		printable_name(parser->field, length, shown, sizeof shown);
-		return refuse(parser, err, "file %u is named `%s`; expected `%s`", index + 1, shown, expected);
+		return refuse(parser, err, "file %u is named `%s`; expected `%s`", index + 1, shown,
+			      expected);
 	}
 	uint64_t size = parser->pending_size;
 	if (size > size_limits[index])
@@ -237,7 +238,8 @@ static int take_name(struct snap_archive_parser *parser, struct ember_error *err
 	parser->sizes[index] = size;
 	parser->file_count = index + 1;
 	parser->next_offset = 0;
-	if (parser->sink->file_begin && parser->sink->file_begin(parser->context, index, expected, size, err) < 0) {
+	if (parser->sink->file_begin &&
+	    parser->sink->file_begin(parser->context, index, expected, size, err) < 0) {
 		parser->stage = STAGE_FAILED;
 		return -1;
 	}
@@ -257,15 +259,21 @@ static int take_extent(struct snap_archive_parser *parser, struct ember_error *e
 	if (length == 0)
 		return refuse(parser, err, "an empty extent in `%s`", name);
 	if (offset < parser->next_offset)
-		return refuse(parser, err, "extent at %llu in `%s` overlaps or precedes the previous one (which ends at %llu)",
-			      (unsigned long long)offset, name, (unsigned long long)parser->next_offset);
+		return refuse(
+			parser, err,
+			"extent at %llu in `%s` overlaps or precedes the previous one (which ends at %llu)",
+			(unsigned long long)offset, name, (unsigned long long)parser->next_offset);
 	if (length > size || offset > size - length)
-		return refuse(parser, err, "extent of %llu bytes at %llu lies past the end of `%s` (%llu bytes)",
-			      (unsigned long long)length, (unsigned long long)offset, name, (unsigned long long)size);
+		return refuse(parser, err,
+			      "extent of %llu bytes at %llu lies past the end of `%s` (%llu bytes)",
+			      (unsigned long long)length, (unsigned long long)offset, name,
+			      (unsigned long long)size);
 	uint64_t end = offset + length;
 	if (offset % SNAP_ARCHIVE_PAGE_SIZE || (end % SNAP_ARCHIVE_PAGE_SIZE && end != size))
-		return refuse(parser, err, "extent of %llu bytes at %llu in `%s` does not cover whole %d-byte pages",
-			      (unsigned long long)length, (unsigned long long)offset, name, SNAP_ARCHIVE_PAGE_SIZE);
+		return refuse(parser, err,
+			      "extent of %llu bytes at %llu in `%s` does not cover whole %d-byte pages",
+			      (unsigned long long)length, (unsigned long long)offset, name,
+			      SNAP_ARCHIVE_PAGE_SIZE);
 	/* Extents never overlap and lie inside files of bounded size: these sums cannot overflow. */
 	parser->extent_count++;
 	parser->data_bytes += length;
@@ -283,9 +291,11 @@ static int take_end(struct snap_archive_parser *parser, struct ember_error *err)
 	uint64_t bytes = get_u64(parser->field + 12);
 	if (files != SNAP_ARCHIVE_FILES || extents != parser->extent_count || bytes != parser->data_bytes)
 		return refuse(parser, err,
-			      "the end record counts %u files, %llu extents, %llu data bytes; the archive holds %u, %llu, %llu",
-			      files, (unsigned long long)extents, (unsigned long long)bytes, parser->file_count,
-			      (unsigned long long)parser->extent_count, (unsigned long long)parser->data_bytes);
+			      "the end record counts %u files, %llu extents, %llu data bytes; the archive "
+			      "holds %u, %llu, %llu",
+			      files, (unsigned long long)extents, (unsigned long long)bytes,
+			      parser->file_count, (unsigned long long)parser->extent_count,
+			      (unsigned long long)parser->data_bytes);
 	if (end_file(parser, err) < 0) {
 		parser->stage = STAGE_FAILED;
 		return -1;
@@ -297,20 +307,13 @@ static int take_end(struct snap_archive_parser *parser, struct ember_error *err)
 static int take_field(struct snap_archive_parser *parser, struct ember_error *err)
 {
 	switch (parser->stage) {
-	case STAGE_HEADER:
-		return take_header(parser, err);
-	case STAGE_TAG:
-		return take_tag(parser, err);
-	case STAGE_FILE:
-		return take_file(parser, err);
-	case STAGE_NAME:
-		return take_name(parser, err);
-	case STAGE_EXTENT:
-		return take_extent(parser, err);
-	case STAGE_END:
-		return take_end(parser, err);
-	default:
-		return refuse(parser, err, "internal error: no field expected");
+	case STAGE_HEADER: return take_header(parser, err);
+	case STAGE_TAG: return take_tag(parser, err);
+	case STAGE_FILE: return take_file(parser, err);
+	case STAGE_NAME: return take_name(parser, err);
+	case STAGE_EXTENT: return take_extent(parser, err);
+	case STAGE_END: return take_end(parser, err);
+	default: return refuse(parser, err, "internal error: no field expected");
 	}
 }
 
@@ -326,7 +329,8 @@ int snap_archive_parser_feed(struct snap_archive_parser *parser, const uint8_t *
 			parser->record_start = parser->position;
 			return refuse(parser, err, "data after the end record");
 		case STAGE_BYTES: {
-			size_t n = length < parser->extent_remaining ? length : (size_t)parser->extent_remaining;
+			size_t n =
+				length < parser->extent_remaining ? length : (size_t)parser->extent_remaining;
 			if (parser->sink->data &&
 			    parser->sink->data(parser->context, parser->extent_offset, bytes, n, err) < 0) {
 				parser->stage = STAGE_FAILED;
@@ -363,8 +367,8 @@ int snap_archive_parser_feed(struct snap_archive_parser *parser, const uint8_t *
 int snap_archive_parser_finish(struct snap_archive_parser *parser, struct ember_error *err)
 {
 	static const char *const inside[] = {
-		[STAGE_HEADER] = "the header",      [STAGE_TAG] = "a record tag",
-		[STAGE_FILE] = "a file record",     [STAGE_NAME] = "a file name",
+		[STAGE_HEADER] = "the header",       [STAGE_TAG] = "a record tag",
+		[STAGE_FILE] = "a file record",      [STAGE_NAME] = "a file name",
 		[STAGE_EXTENT] = "an extent record", [STAGE_BYTES] = "an extent's data",
 		[STAGE_END] = "the end record",
 	};

@@ -38,16 +38,16 @@
 #include "error.h"
 #include "snap_state.h"
 
-#define SNAP_ARCHIVE_MAGIC "EMBERPAK"
-#define SNAP_ARCHIVE_VERSION 1
-#define SNAP_ARCHIVE_FILES 2
-#define SNAP_ARCHIVE_NAME_MAX 64
-#define SNAP_ARCHIVE_PAGE_SIZE 4096
-#define SNAP_ARCHIVE_HEADER_SIZE 16
-#define SNAP_ARCHIVE_FILE_RECORD_MAX (16 + SNAP_ARCHIVE_NAME_MAX)
+#define SNAP_ARCHIVE_MAGIC              "EMBERPAK"
+#define SNAP_ARCHIVE_VERSION            1
+#define SNAP_ARCHIVE_FILES              2
+#define SNAP_ARCHIVE_NAME_MAX           64
+#define SNAP_ARCHIVE_PAGE_SIZE          4096
+#define SNAP_ARCHIVE_HEADER_SIZE        16
+#define SNAP_ARCHIVE_FILE_RECORD_MAX    (16 + SNAP_ARCHIVE_NAME_MAX)
 #define SNAP_ARCHIVE_EXTENT_RECORD_SIZE 24
-#define SNAP_ARCHIVE_END_RECORD_SIZE 24
-#define SNAP_ARCHIVE_STATE_MAX SNAP_STATE_MAX_BYTES
+#define SNAP_ARCHIVE_END_RECORD_SIZE    24
+#define SNAP_ARCHIVE_STATE_MAX          SNAP_STATE_MAX_BYTES
 /* Guest memory is at most 16 GiB (GUEST_MEM_MAX); the margin keeps a
  * future larger limit from needing a new archive version at once. */
 #define SNAP_ARCHIVE_MEMORY_MAX ((16ULL << 30) + (1ULL << 30))
@@ -61,8 +61,7 @@ extern const char *const snap_archive_names[SNAP_ARCHIVE_FILES];
 size_t snap_archive_header(uint8_t *out);
 size_t snap_archive_file_record(uint8_t *out, const char *name, uint64_t size);
 size_t snap_archive_extent_record(uint8_t *out, uint64_t offset, uint64_t length);
-size_t snap_archive_end_record(uint8_t *out, uint32_t file_count, uint64_t extent_count,
-			       uint64_t data_bytes);
+size_t snap_archive_end_record(uint8_t *out, uint32_t file_count, uint64_t extent_count, uint64_t data_bytes);
 
 /* What a parser hands on, already validated.  Each callback returns 0, or
  * -1 with err filled (the parser then stops and passes the error up as is).
@@ -89,14 +88,14 @@ struct snap_archive_parser {
 	int stage;
 	uint8_t field[SNAP_ARCHIVE_NAME_MAX + 8];
 	size_t field_length, field_need;
-	uint64_t record_start;    /* archive offset of the record being read */
-	uint64_t next_offset;     /* the current file's next extent starts here or later */
-	uint64_t extent_offset;   /* where the pending extent bytes go */
+	uint64_t record_start;  /* archive offset of the record being read */
+	uint64_t next_offset;   /* the current file's next extent starts here or later */
+	uint64_t extent_offset; /* where the pending extent bytes go */
 	uint64_t extent_remaining;
-	uint64_t pending_size;    /* size from a file record whose name is unread */
+	uint64_t pending_size; /* size from a file record whose name is unread */
 	/* readable by the caller: */
-	uint64_t position;        /* archive bytes consumed */
-	unsigned file_count;      /* file records accepted */
+	uint64_t position;   /* archive bytes consumed */
+	unsigned file_count; /* file records accepted */
 	uint64_t sizes[SNAP_ARCHIVE_FILES];
 	uint64_t extent_count;
 	uint64_t data_bytes;

@@ -113,8 +113,8 @@ const uint8_t *snap_get_span(struct snap_reader *r, uint64_t n)
 	if (r->failed)
 		return NULL;
 	if (n > r->length - r->position) {
-		snap_reader_fail(r, "%llu bytes needed at offset %zu, %zu left",
-				 (unsigned long long)n, r->position, r->length - r->position);
+		snap_reader_fail(r, "%llu bytes needed at offset %zu, %zu left", (unsigned long long)n,
+				 r->position, r->length - r->position);
 		return NULL;
 	}
 	const uint8_t *p = r->data + r->position;

@@ -19,12 +19,12 @@
 #include "guest_layout.h"
 #include "snap_buffer.h"
 
-#define SNAP_MAGIC "EMBERSNP"
+#define SNAP_MAGIC       "EMBERSNP"
 #define SNAP_HEADER_SIZE 32
-#define CANONICAL_LIMIT (1ULL << 47)
+#define CANONICAL_LIMIT  (1ULL << 47)
 /* The smallest encoding of each record, to bound counts before allocating. */
-#define NODE_RECORD_MIN 37
-#define FILE_RECORD_MIN 76
+#define NODE_RECORD_MIN    37
+#define FILE_RECORD_MIN    76
 #define REGION_RECORD_SIZE 24
 /* Clocks beyond 2^62 ns (146 years) are refused: arithmetic on them could
  * overflow, and no real guest gets there. */
@@ -44,9 +44,9 @@ enum section_type {
 };
 
 static const char *const section_names[] = {
-	[SECTION_CPU] = "cpu", [SECTION_VCPU] = "vcpu", [SECTION_PROCESS] = "process",
+	[SECTION_CPU] = "cpu",       [SECTION_VCPU] = "vcpu",   [SECTION_PROCESS] = "process",
 	[SECTION_MEMORY] = "memory", [SECTION_TMPFS] = "tmpfs", [SECTION_PIPES] = "pipes",
-	[SECTION_FILES] = "files", [SECTION_FDS] = "fds", [SECTION_CLOCK] = "clock",
+	[SECTION_FILES] = "files",   [SECTION_FDS] = "fds",     [SECTION_CLOCK] = "clock",
 };
 
 /* ---- encoding ----------------------------------------------------------- */
@@ -179,17 +179,16 @@ static void encode_fds(struct snap_writer *w, const struct snap_state *s)
 	}
 }
 
-int snap_state_encode(const struct snap_state *state, uint8_t **out, size_t *length,
-		      struct ember_error *err)
+int snap_state_encode(const struct snap_state *state, uint8_t **out, size_t *length, struct ember_error *err)
 {
 	struct snap_writer w;
 	snap_writer_init(&w);
 	uint8_t header[SNAP_HEADER_SIZE] = {0};
 	snap_put_bytes(&w, header, sizeof header);
 	size_t at;
-#define SECTION(type, call)                        \
-	at = snap_begin_section(&w, type);         \
-	call;                                      \
+#define SECTION(type, call)                                                                                  \
+	at = snap_begin_section(&w, type);                                                                   \
+	call;                                                                                                \
 	snap_end_section(&w, at)
 	SECTION(SECTION_CPU, encode_cpu(&w, &state->cpu));
 	SECTION(SECTION_VCPU, encode_vcpu(&w, &state->vcpu));
@@ -284,10 +283,8 @@ static bool allowed_msr(uint32_t index)
 	case 0xc0000084: /* SFMASK */
 	case 0xc0000100: /* FS_BASE */
 	case 0xc0000101: /* GS_BASE */
-	case 0xc0000102: /* KERNEL_GS_BASE */
-		return true;
-	default:
-		return false;
+	case 0xc0000102: /* KERNEL_GS_BASE */ return true;
+	default: return false;
 	}
 }
 
@@ -341,7 +338,8 @@ static void decode_vcpu(struct snap_reader *r, struct snap_vcpu *v)
 	    s->tr.base != GUEST_TSS_ADDR)
 		snap_reader_fail(r, "system registers do not match the Ember guest layout");
 	if ((s->cs.selector != GUEST_SEL_USER_CS && s->cs.selector != GUEST_SEL_KERNEL_CS))
-		snap_reader_fail(r, "code segment %#x is neither the user nor the kernel one", s->cs.selector);
+		snap_reader_fail(r, "code segment %#x is neither the user nor the kernel one",
+				 s->cs.selector);
 	if (v->xcrs.nr_xcrs > KVM_MAX_XCRS)
 		snap_reader_fail(r, "%u XCRs", v->xcrs.nr_xcrs);
 }
@@ -400,8 +398,8 @@ static void decode_memory(struct snap_reader *r, struct snap_memory *m)
 	}
 	uint64_t low = GUEST_SYSTEM_END, high = m->mem_size;
 	if (m->brk_start < low || m->brk_start > m->brk_current || m->brk_current > high ||
-	    m->stack_low < low || m->stack_low > m->stack_top || m->stack_top > high ||
-	    m->mmap_top < low || m->mmap_top > high) {
+	    m->stack_low < low || m->stack_low > m->stack_top || m->stack_top > high || m->mmap_top < low ||
+	    m->mmap_top > high) {
 		snap_reader_fail(r, "heap, stack or mmap bounds lie outside guest memory");
 		return;
 	}
@@ -602,8 +600,10 @@ static void decode_files(struct snap_reader *r, struct snap_state *s)
 		if (r->failed)
 			break;
 		if (f->path[0] && !normalized_path(f->path)) {
-			snap_reader_fail(r, "open file %u: path `%s` is not absolute and normalized (it could "
-					 "escape its layer)", i, f->path);
+			snap_reader_fail(r,
+					 "open file %u: path `%s` is not absolute and normalized (it could "
+					 "escape its layer)",
+					 i, f->path);
 			break;
 		}
 		if (f->offset > (1ULL << 62) || f->data_size > SNAP_MAX_SYNTHETIC ||
@@ -617,33 +617,24 @@ static void decode_files(struct snap_reader *r, struct snap_state *s)
 		case VMM_FILE_HOST_DIR:
 			ok = f->path[0] != '\0' && f->host_mtime_nsec >= 0 && f->host_mtime_nsec < 1000000000;
 			break;
-		case VMM_FILE_STDIO:
-			ok = f->stdio_fd <= 2;
-			break;
+		case VMM_FILE_STDIO: ok = f->stdio_fd <= 2; break;
 		case VMM_FILE_MEMFS:
 		case VMM_FILE_MEMFS_DIR:
 			ok = f->node < s->node_count &&
 			     s->nodes[f->node].is_dir == (f->kind == VMM_FILE_MEMFS_DIR) && f->path[0];
 			break;
 		case VMM_FILE_PIPE_READ:
-		case VMM_FILE_PIPE_WRITE:
-			ok = f->pipe < s->pipe_count;
-			break;
+		case VMM_FILE_PIPE_WRITE: ok = f->pipe < s->pipe_count; break;
 		case VMM_FILE_NULL:
 		case VMM_FILE_ZERO:
 		case VMM_FILE_RANDOM:
-		case VMM_FILE_SYNTHETIC_DIR:
-			ok = true;
-			break;
-		case VMM_FILE_SYNTHETIC:
-			ok = true;
-			break;
+		case VMM_FILE_SYNTHETIC_DIR: ok = true; break;
+		case VMM_FILE_SYNTHETIC: ok = true; break;
 		case VMM_FILE_SOCKET:
 			ok = f->socket_domain < 64 && f->socket_type < 16 && f->socket_connected <= 1 &&
 			     (f->socket_connected || f->data_size == 0);
 			break;
-		default:
-			ok = false;
+		default: ok = false;
 		}
 		if (f->kind != VMM_FILE_SOCKET && f->socket_connected)
 			ok = false;
@@ -687,7 +678,8 @@ static void decode_fds(struct snap_reader *r, struct snap_state *s)
 		if (r->failed)
 			break;
 		if (s->fds[i].fd >= VMM_FD_MAX || seen[s->fds[i].fd] || s->fds[i].file >= s->file_count) {
-			snap_reader_fail(r, "descriptor %u is repeated or refers to no open file", s->fds[i].fd);
+			snap_reader_fail(r, "descriptor %u is repeated or refers to no open file",
+					 s->fds[i].fd);
 			break;
 		}
 		seen[s->fds[i].fd] = 1;
@@ -716,8 +708,7 @@ void snap_state_free(struct snap_state *state)
 	memset(state, 0, sizeof *state);
 }
 
-int snap_state_decode(const uint8_t *bytes, size_t length, struct snap_state *state,
-		      struct ember_error *err)
+int snap_state_decode(const uint8_t *bytes, size_t length, struct snap_state *state, struct ember_error *err)
 {
 	memset(state, 0, sizeof *state);
 	struct snap_reader header;
@@ -740,8 +731,10 @@ int snap_state_decode(const uint8_t *bytes, size_t length, struct snap_state *st
 		return ember_error_set(err, "state file header of %u bytes, expected %d", header_size,
 				       SNAP_HEADER_SIZE);
 	if (body_length != length - SNAP_HEADER_SIZE)
-		return ember_error_set(err, "state file is truncated or has trailing bytes (body %llu bytes, "
-				       "file %zu)", (unsigned long long)body_length, length);
+		return ember_error_set(err,
+				       "state file is truncated or has trailing bytes (body %llu bytes, "
+				       "file %zu)",
+				       (unsigned long long)body_length, length);
 	if (snap_crc32(0, bytes + SNAP_HEADER_SIZE, (size_t)body_length) != crc)
 		return ember_error_set(err, "state file checksum mismatch: the file is corrupt");
 	if (section_count != SECTION_COUNT)
@@ -759,8 +752,8 @@ int snap_state_decode(const uint8_t *bytes, size_t length, struct snap_state *st
 			goto fail;
 		}
 		if (type != expected || reserved != 0) {
-			ember_error_set(err, "section %u has type %u, expected %u (%s)", expected, type, expected,
-					section_names[expected]);
+			ember_error_set(err, "section %u has type %u, expected %u (%s)", expected, type,
+					expected, section_names[expected]);
 			goto fail;
 		}
 		const uint8_t *payload = snap_get_span(&body, section_length);
@@ -784,9 +777,11 @@ int snap_state_decode(const uint8_t *bytes, size_t length, struct snap_state *st
 			state->monotonic_ns = (int64_t)snap_get_u64(&r);
 			state->realtime_ns = (int64_t)snap_get_u64(&r);
 			if (!r.failed && (state->monotonic_ns < 0 || state->realtime_ns < 0 ||
-					  state->monotonic_ns > SNAP_CLOCK_MAX_NS || state->realtime_ns > SNAP_CLOCK_MAX_NS))
+					  state->monotonic_ns > SNAP_CLOCK_MAX_NS ||
+					  state->realtime_ns > SNAP_CLOCK_MAX_NS))
 				snap_reader_fail(&r, "clock out of range (monotonic %lld, realtime %lld)",
-						 (long long)state->monotonic_ns, (long long)state->realtime_ns);
+						 (long long)state->monotonic_ns,
+						 (long long)state->realtime_ns);
 			break;
 		}
 		if (!r.failed && snap_remaining(&r) != 0)
@@ -804,7 +799,8 @@ int snap_state_decode(const uint8_t *bytes, size_t length, struct snap_state *st
 	for (uint32_t p = 0; p < state->pipe_count; p++) {
 		bool used = false;
 		for (uint32_t f = 0; f < state->file_count && !used; f++)
-			used = (state->files[f].kind == VMM_FILE_PIPE_READ || state->files[f].kind == VMM_FILE_PIPE_WRITE) &&
+			used = (state->files[f].kind == VMM_FILE_PIPE_READ ||
+				state->files[f].kind == VMM_FILE_PIPE_WRITE) &&
 			       state->files[f].pipe == p;
 		if (!used) {
 			ember_error_set(err, "pipe %u has no open end", p);
@@ -851,12 +847,14 @@ int snap_cpu_check(const struct snap_cpu_identity *saved, struct ember_error *er
 	struct snap_cpu_identity here;
 	snap_cpu_identify(&here);
 	if (strcmp(saved->vendor, here.vendor) != 0 || saved->signature != here.signature)
-		return ember_error_set(err, "snapshot was taken on a %s CPU with signature %#x; this host has "
-				       "a %s CPU with signature %#x", saved->vendor, saved->signature,
-				       here.vendor, here.signature);
+		return ember_error_set(err,
+				       "snapshot was taken on a %s CPU with signature %#x; this host has "
+				       "a %s CPU with signature %#x",
+				       saved->vendor, saved->signature, here.vendor, here.signature);
 	for (int i = 0; i < 6; i++)
 		if (saved->features[i] != here.features[i])
-			return ember_error_set(err, "snapshot needs CPU feature word %d = %#x; this host has %#x",
+			return ember_error_set(err,
+					       "snapshot needs CPU feature word %d = %#x; this host has %#x",
 					       i, saved->features[i], here.features[i]);
 	if (saved->xcr0 != here.xcr0)
 		return ember_error_set(err, "snapshot needs XCR0 %#llx; this host has %#llx",

@@ -26,30 +26,30 @@
 
 #include "error.h"
 
-#define SNAP_FORMAT_VERSION 1
-#define SNAP_STATE_FILE "state"
-#define SNAP_MEMORY_FILE "memory"
+#define SNAP_FORMAT_VERSION  1
+#define SNAP_STATE_FILE      "state"
+#define SNAP_MEMORY_FILE     "memory"
 #define SNAP_STATE_MAX_BYTES (1ULL << 31) /* refuse larger state files outright */
-#define SNAP_PATH_MAX 4096
-#define SNAP_MAX_MSRS 16
-#define SNAP_MAX_CPUID 256
-#define SNAP_MAX_FILES 1024
-#define SNAP_MAX_NODES 1000000
-#define SNAP_MAX_PIPES 1024
-#define SNAP_MAX_SYNTHETIC 65536
-#define SNAP_NODE_ROOT 0xfffffffeu     /* parent of /tmp itself */
-#define SNAP_NODE_UNLINKED 0xffffffffu /* removed from /tmp but still open */
-#define SNAP_SIGNALS 64
+#define SNAP_PATH_MAX        4096
+#define SNAP_MAX_MSRS        16
+#define SNAP_MAX_CPUID       256
+#define SNAP_MAX_FILES       1024
+#define SNAP_MAX_NODES       1000000
+#define SNAP_MAX_PIPES       1024
+#define SNAP_MAX_SYNTHETIC   65536
+#define SNAP_NODE_ROOT       0xfffffffeu /* parent of /tmp itself */
+#define SNAP_NODE_UNLINKED   0xffffffffu /* removed from /tmp but still open */
+#define SNAP_SIGNALS         64
 
 /* What the snapshot depends on: restoring on a CPU that differs in any of
  * these would hand the guest features that vanished under it. */
 struct snap_cpu_identity {
 	char vendor[13];
-	uint32_t signature;       /* CPUID.1:EAX, family/model/stepping */
-	uint32_t features[6];     /* CPUID.1 ECX EDX, CPUID.7.0 EBX ECX EDX, CPUID.80000001 ECX */
+	uint32_t signature;   /* CPUID.1:EAX, family/model/stepping */
+	uint32_t features[6]; /* CPUID.1 ECX EDX, CPUID.7.0 EBX ECX EDX, CPUID.80000001 ECX */
 	uint64_t xcr0;
 	uint32_t kvm_api_version;
-	uint32_t stub_user_mode;  /* the syscall stub runs with user CS (PVM) */
+	uint32_t stub_user_mode; /* the syscall stub runs with user CS (PVM) */
 };
 
 struct snap_msr {
@@ -116,12 +116,12 @@ struct snap_file {
 	uint32_t kind;
 	int32_t flags;
 	uint64_t offset;
-	char path[SNAP_PATH_MAX];  /* guest path it was opened by, "" if none */
-	uint64_t host_size;        /* HOST, HOST_DIR: identity checked on restore */
+	char path[SNAP_PATH_MAX]; /* guest path it was opened by, "" if none */
+	uint64_t host_size;       /* HOST, HOST_DIR: identity checked on restore */
 	int64_t host_mtime_sec, host_mtime_nsec;
-	uint32_t stdio_fd;         /* STDIO: 0, 1 or 2 */
-	uint32_t node;             /* MEMFS*: index into nodes */
-	uint32_t pipe;             /* PIPE_*: index into pipes */
+	uint32_t stdio_fd; /* STDIO: 0, 1 or 2 */
+	uint32_t node;     /* MEMFS*: index into nodes */
+	uint32_t pipe;     /* PIPE_*: index into pipes */
 	uint32_t socket_domain, socket_type;
 	uint32_t socket_connected; /* SOCKET: 1 = connected to the Runtime API */
 	uint64_t data_size;        /* SYNTHETIC: contents; SOCKET: unanswered bytes */
@@ -152,14 +152,12 @@ struct snap_state {
 
 /* Encodes `state` into a newly allocated buffer (*out, *length; the caller
  * frees it).  -1 with err when out of memory. */
-int snap_state_encode(const struct snap_state *state, uint8_t **out, size_t *length,
-		      struct ember_error *err);
+int snap_state_encode(const struct snap_state *state, uint8_t **out, size_t *length, struct ember_error *err);
 
 /* Decodes and validates an untrusted state file of `length` bytes into
  * *state (zeroed first).  -1 with err naming the first flaw; nothing needs
  * freeing then.  Does not compare with this host: see snap_cpu_check(). */
-int snap_state_decode(const uint8_t *bytes, size_t length, struct snap_state *state,
-		      struct ember_error *err);
+int snap_state_decode(const uint8_t *bytes, size_t length, struct snap_state *state, struct ember_error *err);
 
 void snap_state_free(struct snap_state *state);
 

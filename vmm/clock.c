@@ -19,8 +19,8 @@
 
 /* Calibration fallback: how long to measure, and the plausible range. */
 #define CALIBRATION_NANOSECONDS 20000000LL
-#define TSC_HZ_MIN 1000000ULL
-#define TSC_HZ_MAX 100000000000ULL
+#define TSC_HZ_MIN              1000000ULL
+#define TSC_HZ_MAX              100000000000ULL
 
 /* Re-anchor about ten times a second. */
 #define REFRESH_INTERVALS_PER_SECOND 10
@@ -60,8 +60,7 @@ static void clock_choose_scale(uint64_t tsc_hz, uint64_t *mult, uint32_t *shift)
 {
 	for (uint32_t candidate = 63;; candidate--) {
 		unsigned __int128 scaled =
-			(((unsigned __int128)NANOSECONDS_PER_SECOND << candidate) + tsc_hz / 2) /
-			tsc_hz;
+			(((unsigned __int128)NANOSECONDS_PER_SECOND << candidate) + tsc_hz / 2) / tsc_hz;
 		if (scaled < TSC_MULT_LIMIT || candidate == 0) {
 			*mult = (uint64_t)scaled;
 			*shift = candidate;
@@ -240,16 +239,17 @@ void vmm_clock_publish(struct vmm_clock *clock, struct vmm_vvar *page)
 
 	if (clock->published) {
 		/* What the guest reads at this instant under the old line. */
-		int64_t predicted = clock->last.monotonic_base_ns +
-				    clock_ticks_to_nanoseconds((int64_t)(next.tsc_base - clock->last.tsc_base),
-							       clock->last.tsc_mult, clock->last.tsc_shift);
+		int64_t predicted =
+			clock->last.monotonic_base_ns +
+			clock_ticks_to_nanoseconds((int64_t)(next.tsc_base - clock->last.tsc_base),
+						   clock->last.tsc_mult, clock->last.tsc_shift);
 		int64_t ahead = predicted - next.monotonic_base_ns;
 		if (ahead > 0) {
 			int64_t slowdown_ppb = ahead < MAX_SLOWDOWN_PPB ? ahead : MAX_SLOWDOWN_PPB;
 			next.monotonic_base_ns += ahead;
 			next.realtime_base_ns += ahead;
-			next.tsc_mult -= (uint64_t)((unsigned __int128)next.tsc_mult * (uint64_t)slowdown_ppb /
-						    NANOSECONDS_PER_SECOND);
+			next.tsc_mult -= (uint64_t)((unsigned __int128)next.tsc_mult *
+						    (uint64_t)slowdown_ppb / NANOSECONDS_PER_SECOND);
 			clock->steer_count++;
 		}
 	}
@@ -273,17 +273,12 @@ int vmm_clock_guest_time(const struct vmm_clock *clock, clockid_t clock_id, stru
 	int64_t base_ns;
 	switch (clock_id) {
 	case CLOCK_REALTIME:
-	case CLOCK_REALTIME_COARSE:
-		base_ns = clock->last.realtime_base_ns;
-		break;
+	case CLOCK_REALTIME_COARSE: base_ns = clock->last.realtime_base_ns; break;
 	case CLOCK_MONOTONIC:
 	case CLOCK_MONOTONIC_RAW:
 	case CLOCK_MONOTONIC_COARSE:
-	case CLOCK_BOOTTIME:
-		base_ns = clock->last.monotonic_base_ns;
-		break;
-	default:
-		return -1;
+	case CLOCK_BOOTTIME: base_ns = clock->last.monotonic_base_ns; break;
+	default: return -1;
 	}
 	if (!clock->published)
 		return -1;

@@ -68,8 +68,10 @@ static int write_exact(int fd, const void *buf, size_t len)
 static int respond(int fd, int status, const void *payload, size_t length)
 {
 	struct ember_control_header header = {
-		.magic = EMBER_CONTROL_RESPONSE_MAGIC, .version = EMBER_CONTROL_VERSION,
-		.code = (uint16_t)status, .payload_length = (uint32_t)length,
+		.magic = EMBER_CONTROL_RESPONSE_MAGIC,
+		.version = EMBER_CONTROL_VERSION,
+		.code = (uint16_t)status,
+		.payload_length = (uint32_t)length,
 	};
 	if (write_exact(fd, &header, sizeof header) < 0)
 		return -1;
@@ -98,7 +100,7 @@ static void memory_usage(struct vmm_control *control, struct ember_control_stats
 		unsigned long start, end;
 		char perms[8];
 		if (sscanf(line, "%lx-%lx %7s", &start, &end, perms) == 3) { /* a mapping's first line */
-			in_guest = start >= guest && start < guest_end; /* madvise may split it */
+			in_guest = start >= guest && start < guest_end;      /* madvise may split it */
 			continue;
 		}
 		if (sscanf(line, "Rss: %llu kB", &kb) == 1)
@@ -176,12 +178,14 @@ static void serve_client(struct vmm_control *control, int fd)
 		if (read_exact(fd, &header, sizeof header) < 0)
 			return;
 		if (header.magic != EMBER_CONTROL_REQUEST_MAGIC || header.version != EMBER_CONTROL_VERSION ||
-		    header.reserved != 0 || header.code < EMBER_CONTROL_PAUSE || header.code > EMBER_CONTROL_QUIT) {
+		    header.reserved != 0 || header.code < EMBER_CONTROL_PAUSE ||
+		    header.code > EMBER_CONTROL_QUIT) {
 			respond_message(fd, EMBER_CONTROL_BAD_REQUEST, "malformed request header");
 			return;
 		}
 		bool wants_path = header.code == EMBER_CONTROL_SNAPSHOT;
-		if ((wants_path && (header.payload_length == 0 || header.payload_length > EMBER_CONTROL_PATH_MAX)) ||
+		if ((wants_path &&
+		     (header.payload_length == 0 || header.payload_length > EMBER_CONTROL_PATH_MAX)) ||
 		    (!wants_path && header.payload_length != 0)) {
 			respond_message(fd, EMBER_CONTROL_BAD_REQUEST, "bad payload length");
 			return;
@@ -191,7 +195,8 @@ static void serve_client(struct vmm_control *control, int fd)
 			return;
 		path[header.payload_length] = '\0';
 		if (wants_path && (strlen(path) != header.payload_length || path[0] != '/')) {
-			respond_message(fd, EMBER_CONTROL_BAD_REQUEST, "snapshot path must be absolute, without NUL");
+			respond_message(fd, EMBER_CONTROL_BAD_REQUEST,
+					"snapshot path must be absolute, without NUL");
 			return;
 		}
 		if (header.code == EMBER_CONTROL_STATS) {
@@ -294,7 +299,8 @@ void vmm_control_checkpoint(struct vmm_control *control)
 			struct ember_error err;
 			int rc = vmm_snapshot_save(control->process, path, &err);
 			pthread_mutex_lock(&control->lock);
-			finish(control, rc < 0 ? EMBER_CONTROL_FAILED : EMBER_CONTROL_OK, rc < 0 ? err.message : "");
+			finish(control, rc < 0 ? EMBER_CONTROL_FAILED : EMBER_CONTROL_OK,
+			       rc < 0 ? err.message : "");
 		} else if (command == EMBER_CONTROL_QUIT) {
 			control->state = EMBER_VM_EXITED;
 			control->process->exit_kind = VMM_EXIT_QUIT;

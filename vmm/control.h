@@ -25,11 +25,11 @@ struct vmm_control {
 	pthread_cond_t changed;
 	enum ember_control_vm_state state;
 	/* The command handed to the vCPU thread, and its answer. */
-	int command;               /* 0 when none */
+	int command; /* 0 when none */
 	char path[EMBER_CONTROL_PATH_MAX + 1];
 	bool done;
-	bool taken;                /* the vCPU thread has seen the command */
-	bool reply_pending;        /* a vCPU command's answer is not yet sent */
+	bool taken;         /* the vCPU thread has seen the command */
+	bool reply_pending; /* a vCPU command's answer is not yet sent */
 	int status;
 	char message[EMBER_CONTROL_MESSAGE_MAX];
 };

@@ -25,11 +25,11 @@
 
 #include <stdint.h>
 
-#define EMBER_CONTROL_REQUEST_MAGIC 0x43424d45u  /* "EMBC" */
+#define EMBER_CONTROL_REQUEST_MAGIC  0x43424d45u /* "EMBC" */
 #define EMBER_CONTROL_RESPONSE_MAGIC 0x52424d45u /* "EMBR" */
-#define EMBER_CONTROL_VERSION 1
-#define EMBER_CONTROL_PATH_MAX 4096
-#define EMBER_CONTROL_MESSAGE_MAX 4096
+#define EMBER_CONTROL_VERSION        1
+#define EMBER_CONTROL_PATH_MAX       4096
+#define EMBER_CONTROL_MESSAGE_MAX    4096
 
 enum ember_control_command {
 	EMBER_CONTROL_PAUSE = 1,
@@ -55,19 +55,19 @@ enum ember_control_vm_state {
 struct ember_control_header {
 	uint32_t magic;
 	uint16_t version;
-	uint16_t code;           /* command in a request, status in a response */
+	uint16_t code; /* command in a request, status in a response */
 	uint32_t payload_length;
-	uint32_t reserved;       /* 0 */
+	uint32_t reserved; /* 0 */
 };
 
 struct ember_control_stats {
-	uint64_t guest_memory_bytes;  /* size of guest memory (the cap) */
-	uint64_t host_rss_bytes;      /* resident set of the VMM process */
-	uint64_t host_private_bytes;  /* of which not shared (private dirty + anonymous) */
-	uint64_t dirty_pages;         /* guest pages written since start or restore */
-	uint64_t syscalls;            /* system calls served since start or restore */
-	uint32_t state;               /* enum ember_control_vm_state */
-	uint32_t reserved;            /* 0 */
+	uint64_t guest_memory_bytes; /* size of guest memory (the cap) */
+	uint64_t host_rss_bytes;     /* resident set of the VMM process */
+	uint64_t host_private_bytes; /* of which not shared (private dirty + anonymous) */
+	uint64_t dirty_pages;        /* guest pages written since start or restore */
+	uint64_t syscalls;           /* system calls served since start or restore */
+	uint32_t state;              /* enum ember_control_vm_state */
+	uint32_t reserved;           /* 0 */
 };
 
 _Static_assert(sizeof(struct ember_control_header) == 16, "control frame header is 16 bytes");

@@ -20,10 +20,10 @@
 #include "guest_layout.h"
 #include "process.h"
 
-#define ELF_MAX_PHNUM 64
-#define ELF_INTERP_MAX 4096
+#define ELF_MAX_PHNUM      64
+#define ELF_INTERP_MAX     4096
 #define PIE_PREFERRED_BASE 0x400000ULL
-#define PAGE_MASK (GUEST_PAGE_SIZE - 1)
+#define PAGE_MASK          (GUEST_PAGE_SIZE - 1)
 
 struct loaded_elf {
 	Elf64_Ehdr header;
@@ -115,15 +115,17 @@ static int parse_headers(int fd, uint64_t file_size, struct loaded_elf *elf, str
 		if (p->p_filesz > p->p_memsz)
 			return ember_error_set(err, "segment %u: file size exceeds memory size", i);
 		if (p->p_offset > file_size || p->p_filesz > file_size - p->p_offset)
-			return ember_error_set(err, "segment %u: file offset %#llx+%#llx past the end of the file",
-					       i, (unsigned long long)p->p_offset,
-					       (unsigned long long)p->p_filesz);
+			return ember_error_set(
+				err, "segment %u: file offset %#llx+%#llx past the end of the file", i,
+				(unsigned long long)p->p_offset, (unsigned long long)p->p_filesz);
 		if (p->p_vaddr > GUEST_MEM_MAX || p->p_memsz > GUEST_MEM_MAX ||
 		    p->p_vaddr + p->p_memsz > (1ULL << 47))
-			return ember_error_set(err, "segment %u at %#llx (+%#llx) lies outside guest memory", i,
-					       (unsigned long long)p->p_vaddr, (unsigned long long)p->p_memsz);
+			return ember_error_set(err, "segment %u at %#llx (+%#llx) lies outside guest memory",
+					       i, (unsigned long long)p->p_vaddr,
+					       (unsigned long long)p->p_memsz);
 		if ((p->p_vaddr & PAGE_MASK) != (p->p_offset & PAGE_MASK))
-			return ember_error_set(err, "segment %u: address and offset disagree modulo the page size", i);
+			return ember_error_set(
+				err, "segment %u: address and offset disagree modulo the page size", i);
 		if (p->p_vaddr < previous_end)
 			return ember_error_set(err, "segment %u overlaps or precedes the one before it", i);
 		previous_end = p->p_vaddr + p->p_memsz;
@@ -148,13 +150,14 @@ static int load_segments(struct vmm_process *process, int fd, struct loaded_elf 
 	uint64_t addr;
 	if (elf->header.e_type == ET_EXEC) {
 		if (elf->span_start < mm->low || elf->span_end > mm->high)
-			return ember_error_set(err, "segments at %#llx..%#llx lie outside guest memory %#llx..%#llx",
-					       (unsigned long long)elf->span_start,
-					       (unsigned long long)elf->span_end, (unsigned long long)mm->low,
-					       (unsigned long long)mm->high);
+			return ember_error_set(
+				err, "segments at %#llx..%#llx lie outside guest memory %#llx..%#llx",
+				(unsigned long long)elf->span_start, (unsigned long long)elf->span_end,
+				(unsigned long long)mm->low, (unsigned long long)mm->high);
 		int rc = vmm_mm_map(mm, elf->span_start, span, 1, 7, 0, &addr);
 		if (rc < 0)
-			return ember_error_errno(err, -rc, "map %#llx bytes at %#llx", (unsigned long long)span,
+			return ember_error_errno(err, -rc, "map %#llx bytes at %#llx",
+						 (unsigned long long)span,
 						 (unsigned long long)elf->span_start);
 		elf->bias = 0;
 	} else {
@@ -201,7 +204,8 @@ int vmm_elf_load(struct vmm_process *process, const char *path, struct vmm_exec_
 		if (interp.has_interp || interp.header.e_type != ET_DYN) {
 			close(fd);
 			close(interp_fd);
-			return ember_error_set(err, "load program `%s`: interpreter `%s` is not a shared object",
+			return ember_error_set(err,
+					       "load program `%s`: interpreter `%s` is not a shared object",
 					       path, program.interp);
 		}
 	}

@@ -16,12 +16,12 @@
 struct vmm_process;
 
 struct vmm_exec_image {
-	uint64_t entry;        /* where the vCPU starts: the interpreter's entry if any */
+	uint64_t entry;         /* where the vCPU starts: the interpreter's entry if any */
 	uint64_t program_entry; /* AT_ENTRY */
-	uint64_t phdr_addr;    /* AT_PHDR */
-	uint64_t phnum;        /* AT_PHNUM */
-	uint64_t interp_base;  /* AT_BASE, 0 without an interpreter */
-	uint64_t program_end;  /* end of the program's highest segment (brk starts here) */
+	uint64_t phdr_addr;     /* AT_PHDR */
+	uint64_t phnum;         /* AT_PHNUM */
+	uint64_t interp_base;   /* AT_BASE, 0 without an interpreter */
+	uint64_t program_end;   /* end of the program's highest segment (brk starts here) */
 };
 
 /* Loads the program at guest path `path` (and its interpreter) into the

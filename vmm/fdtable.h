@@ -16,19 +16,19 @@
 #define VMM_FD_MAX 1024
 
 enum vmm_file_kind {
-	VMM_FILE_HOST,       /* regular file in a layer: host_fd, read-only */
-	VMM_FILE_HOST_DIR,   /* directory in a layer: host_fd */
-	VMM_FILE_STDIO,      /* one of the VMM's own stdin/stdout/stderr */
-	VMM_FILE_MEMFS,      /* regular file in /tmp */
-	VMM_FILE_MEMFS_DIR,  /* directory in /tmp */
+	VMM_FILE_HOST,      /* regular file in a layer: host_fd, read-only */
+	VMM_FILE_HOST_DIR,  /* directory in a layer: host_fd */
+	VMM_FILE_STDIO,     /* one of the VMM's own stdin/stdout/stderr */
+	VMM_FILE_MEMFS,     /* regular file in /tmp */
+	VMM_FILE_MEMFS_DIR, /* directory in /tmp */
 	VMM_FILE_PIPE_READ,
 	VMM_FILE_PIPE_WRITE,
-	VMM_FILE_NULL,       /* /dev/null */
-	VMM_FILE_ZERO,       /* /dev/zero */
-	VMM_FILE_RANDOM,     /* /dev/urandom, /dev/random: the host's getrandom */
-	VMM_FILE_SYNTHETIC,  /* read-only bytes made by the VMM (a /proc file) */
+	VMM_FILE_NULL,          /* /dev/null */
+	VMM_FILE_ZERO,          /* /dev/zero */
+	VMM_FILE_RANDOM,        /* /dev/urandom, /dev/random: the host's getrandom */
+	VMM_FILE_SYNTHETIC,     /* read-only bytes made by the VMM (a /proc file) */
 	VMM_FILE_SYNTHETIC_DIR, /* a directory made by the VMM (/dev, /proc) */
-	VMM_FILE_SOCKET,     /* a socket: reaches nothing, or the Runtime API (host_fd) */
+	VMM_FILE_SOCKET,        /* a socket: reaches nothing, or the Runtime API (host_fd) */
 };
 
 struct vmm_memfs_node;
@@ -37,13 +37,13 @@ struct vmm_pipe;
 struct vmm_file {
 	int refs;
 	enum vmm_file_kind kind;
-	int flags;        /* open flags: access mode, O_APPEND, O_NONBLOCK... */
+	int flags; /* open flags: access mode, O_APPEND, O_NONBLOCK... */
 	uint64_t offset;
-	int host_fd;      /* HOST, HOST_DIR, STDIO; else -1 */
-	char *path;       /* absolute guest path it was opened by, or NULL */
+	int host_fd;                 /* HOST, HOST_DIR, STDIO; else -1 */
+	char *path;                  /* absolute guest path it was opened by, or NULL */
 	struct vmm_memfs_node *node; /* MEMFS, MEMFS_DIR */
 	struct vmm_pipe *pipe;       /* PIPE_* */
-	char *data;       /* SYNTHETIC contents, owned */
+	char *data;                  /* SYNTHETIC contents, owned */
 	size_t size;
 	int socket_domain, socket_type;
 	/* A socket connected to the Runtime API (127.0.0.1:9001): host_fd is

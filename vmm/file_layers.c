@@ -16,8 +16,7 @@
 
 #include "fdtable.h"
 
-int vmm_layers_open(struct vmm_layers *layers, const char *root, const char *task,
-		    struct ember_error *err)
+int vmm_layers_open(struct vmm_layers *layers, const char *root, const char *task, struct ember_error *err)
 {
 	layers->root_fd = layers->task_fd = -1;
 	layers->root_path[0] = layers->task_path[0] = '\0';
@@ -189,9 +188,9 @@ int vmm_layer_open(int layer_fd, const char *rel, int extra_flags)
 		return (int)path_fd;
 	/* Reopen for reading; O_NONBLOCK so that a FIFO swapped in meanwhile
 	 * cannot block us, and the identity must match what was checked. */
-	long fd = open_in_layer(layer_fd, rel,
-				(uint64_t)(O_RDONLY | O_NOCTTY | O_NONBLOCK |
-					   (extra_flags & (O_DIRECTORY | O_NOFOLLOW))));
+	long fd = open_in_layer(
+		layer_fd, rel,
+		(uint64_t)(O_RDONLY | O_NOCTTY | O_NONBLOCK | (extra_flags & (O_DIRECTORY | O_NOFOLLOW))));
 	struct stat again;
 	int rc = 0;
 	if (fd < 0)
@@ -211,8 +210,7 @@ int vmm_layer_open(int layer_fd, const char *rel, int extra_flags)
 	return (int)fd;
 }
 
-static int open_layer_file(const struct vmm_place *place, const char *path, int flags,
-			   struct vmm_file **out)
+static int open_layer_file(const struct vmm_place *place, const char *path, int flags, struct vmm_file **out)
 {
 	int access = flags & O_ACCMODE;
 	int host_fd = vmm_layer_open(place->layer_fd, place->rel, flags & (O_DIRECTORY | O_NOFOLLOW));
@@ -293,10 +291,8 @@ int vmm_path_open(struct vmm_layers *layers, const char *path, int flags, uint32
 	vmm_path_place(layers, path, &place);
 	struct vmm_file *file = NULL;
 	switch (place.kind) {
-	case VMM_PLACE_LAYER:
-		return open_layer_file(&place, path, flags, out);
-	case VMM_PLACE_TMP:
-		return open_tmp_file(layers, &place, path, flags, mode, out);
+	case VMM_PLACE_LAYER: return open_layer_file(&place, path, flags, out);
+	case VMM_PLACE_TMP: return open_tmp_file(layers, &place, path, flags, mode, out);
 	case VMM_PLACE_DEVICE:
 		if (flags & O_DIRECTORY)
 			return -ENOTDIR;
@@ -312,8 +308,7 @@ int vmm_path_open(struct vmm_layers *layers, const char *path, int flags, uint32
 		memcpy(target, layers->exe_path, sizeof target);
 		return vmm_path_open(layers, target, flags & ~(O_CREAT | O_TRUNC), mode, out);
 	}
-	case VMM_PLACE_ABSENT:
-		return (flags & O_CREAT) ? -EACCES : -ENOENT;
+	case VMM_PLACE_ABSENT: return (flags & O_CREAT) ? -EACCES : -ENOENT;
 	}
 	if (!file)
 		return -ENOMEM;
@@ -368,12 +363,8 @@ int vmm_path_stat(struct vmm_layers *layers, const char *path, bool follow, stru
 			vmm_memfs_stat(node, st);
 		return rc;
 	}
-	case VMM_PLACE_DEVICE:
-		device_stat(place.device, st);
-		return 0;
-	case VMM_PLACE_SYNTHETIC_DIR:
-		synthetic_dir_stat(st);
-		return 0;
+	case VMM_PLACE_DEVICE: device_stat(place.device, st); return 0;
+	case VMM_PLACE_SYNTHETIC_DIR: synthetic_dir_stat(st); return 0;
 	case VMM_PLACE_PROC_EXE:
 		if (follow) {
 			char target[VMM_PATH_MAX];
@@ -385,8 +376,7 @@ int vmm_path_stat(struct vmm_layers *layers, const char *path, bool follow, stru
 		st->st_nlink = 1;
 		st->st_size = (off_t)strlen(layers->exe_path);
 		return 0;
-	case VMM_PLACE_ABSENT:
-		break;
+	case VMM_PLACE_ABSENT: break;
 	}
 	return -ENOENT;
 }
@@ -425,12 +415,9 @@ int vmm_file_stat(struct vmm_file *file, struct stat *st)
 	switch (file->kind) {
 	case VMM_FILE_HOST:
 	case VMM_FILE_HOST_DIR:
-	case VMM_FILE_STDIO:
-		return fstat(file->host_fd, st) < 0 ? -errno : 0;
+	case VMM_FILE_STDIO: return fstat(file->host_fd, st) < 0 ? -errno : 0;
 	case VMM_FILE_MEMFS:
-	case VMM_FILE_MEMFS_DIR:
-		vmm_memfs_stat(file->node, st);
-		return 0;
+	case VMM_FILE_MEMFS_DIR: vmm_memfs_stat(file->node, st); return 0;
 	case VMM_FILE_PIPE_READ:
 	case VMM_FILE_PIPE_WRITE:
 	case VMM_FILE_SOCKET:
@@ -443,18 +430,14 @@ int vmm_file_stat(struct vmm_file *file, struct stat *st)
 		return 0;
 	case VMM_FILE_NULL:
 	case VMM_FILE_ZERO:
-	case VMM_FILE_RANDOM:
-		device_stat(file->kind, st);
-		return 0;
+	case VMM_FILE_RANDOM: device_stat(file->kind, st); return 0;
 	case VMM_FILE_SYNTHETIC:
 		memset(st, 0, sizeof *st);
 		st->st_mode = S_IFREG | 0444;
 		st->st_size = (off_t)file->size;
 		st->st_nlink = 1;
 		return 0;
-	case VMM_FILE_SYNTHETIC_DIR:
-		synthetic_dir_stat(st);
-		return 0;
+	case VMM_FILE_SYNTHETIC_DIR: synthetic_dir_stat(st); return 0;
 	}
 	return -EBADF;
 }

@@ -24,34 +24,33 @@
 struct vmm_file;
 
 enum vmm_place_kind {
-	VMM_PLACE_LAYER,   /* a host layer: layer_fd + rel */
-	VMM_PLACE_TMP,     /* memfs: rel inside /tmp */
-	VMM_PLACE_DEVICE,  /* /dev/null, zero, urandom, random */
-	VMM_PLACE_PROC_EXE,/* /proc/self/exe */
+	VMM_PLACE_LAYER,         /* a host layer: layer_fd + rel */
+	VMM_PLACE_TMP,           /* memfs: rel inside /tmp */
+	VMM_PLACE_DEVICE,        /* /dev/null, zero, urandom, random */
+	VMM_PLACE_PROC_EXE,      /* /proc/self/exe */
 	VMM_PLACE_SYNTHETIC_DIR, /* /dev, /proc, /proc/self */
-	VMM_PLACE_ABSENT,  /* under /dev or /proc but not provided */
+	VMM_PLACE_ABSENT,        /* under /dev or /proc but not provided */
 };
 
 struct vmm_place {
 	enum vmm_place_kind kind;
 	int layer_fd;
-	const char *rel;   /* within the layer or /tmp, no leading '/'; "" = its top */
-	int device;        /* VMM_FILE_NULL, _ZERO or _RANDOM for DEVICE */
+	const char *rel; /* within the layer or /tmp, no leading '/'; "" = its top */
+	int device;      /* VMM_FILE_NULL, _ZERO or _RANDOM for DEVICE */
 	bool read_only;
 };
 
 struct vmm_layers {
-	int root_fd;  /* --root, O_PATH directory */
-	int task_fd;  /* --task, or -1 */
+	int root_fd; /* --root, O_PATH directory */
+	int task_fd; /* --task, or -1 */
 	struct vmm_memfs tmp;
-	char exe_path[VMM_PATH_MAX]; /* guest path of the program */
+	char exe_path[VMM_PATH_MAX];  /* guest path of the program */
 	char root_path[VMM_PATH_MAX]; /* host directories, absolute (for snapshots) */
 	char task_path[VMM_PATH_MAX]; /* "" without a task layer */
 };
 
 /* Opens the layer directories.  `task` may be NULL. */
-int vmm_layers_open(struct vmm_layers *layers, const char *root, const char *task,
-		    struct ember_error *err);
+int vmm_layers_open(struct vmm_layers *layers, const char *root, const char *task, struct ember_error *err);
 void vmm_layers_close(struct vmm_layers *layers);
 
 /* Joins `path` onto absolute `base` (ignored if path is absolute) and

@@ -26,14 +26,14 @@
 #include "snapshot.h"
 #include "vcpu_loop.h"
 
-#define EXIT_TIMEOUT 124
-#define EXIT_HOST_ERROR 125
+#define EXIT_TIMEOUT        124
+#define EXIT_HOST_ERROR     125
 #define EXIT_CANNOT_EXECUTE 126
-#define EXIT_NOT_FOUND 127
-#define DEFAULT_MEM_MIB 128
-#define MAX_ENV 256
-#define STACK_MAX (8ULL << 20)
-#define SYMLINK_DEPTH_MAX 40
+#define EXIT_NOT_FOUND      127
+#define DEFAULT_MEM_MIB     128
+#define MAX_ENV             256
+#define STACK_MAX           (8ULL << 20)
+#define SYMLINK_DEPTH_MAX   40
 
 extern const uint8_t vmm_vdso_image_start[], vmm_vdso_image_end[];
 
@@ -133,13 +133,16 @@ static int parse_options(int argc, char **argv, struct options *opt, struct embe
 			opt->control_sock = value;
 		} else if (strcmp(arg, "--runtime-api") == 0) {
 			opt->runtime_api = value;
-		} else if (opt->restore && strcmp(arg, "--timeout") != 0 && strcmp(arg, "--runtime-api") != 0 &&
-			   strcmp(arg, "--root") != 0 && strcmp(arg, "--task") != 0) {
+		} else if (opt->restore && strcmp(arg, "--timeout") != 0 &&
+			   strcmp(arg, "--runtime-api") != 0 && strcmp(arg, "--root") != 0 &&
+			   strcmp(arg, "--task") != 0) {
 			return ember_error_set(err, "option %s does not apply to restore", arg);
 		} else if (strcmp(arg, "--mem") == 0) {
 			double mib;
 			if (parse_number(value, 16, 16384, &mib) < 0 || mib != (double)(uint64_t)mib)
-				return ember_error_set(err, "--mem %s: expected a whole number of MiB from 16 to 16384", value);
+				return ember_error_set(
+					err, "--mem %s: expected a whole number of MiB from 16 to 16384",
+					value);
 			opt->mem_mib = (uint64_t)mib;
 		} else if (strcmp(arg, "--root") == 0) {
 			opt->root = value;
@@ -153,14 +156,16 @@ static int parse_options(int argc, char **argv, struct options *opt, struct embe
 			opt->env[opt->env_count++] = value;
 		} else if (strcmp(arg, "--timeout") == 0) {
 			if (parse_number(value, 0.001, 86400 * 365, &opt->timeout) < 0)
-				return ember_error_set(err, "--timeout %s: expected seconds greater than 0", value);
+				return ember_error_set(err, "--timeout %s: expected seconds greater than 0",
+						       value);
 		} else {
 			return ember_error_set(err, "unknown option %s", arg);
 		}
 	}
 	if (opt->restore) {
 		if (i < argc)
-			return ember_error_set(err, "unexpected argument `%s` after the snapshot directory", argv[i]);
+			return ember_error_set(err, "unexpected argument `%s` after the snapshot directory",
+					       argv[i]);
 		if (opt->paused && !opt->control_sock)
 			return ember_error_set(err, "--paused needs --control-sock to be resumed");
 		return 0;
@@ -299,7 +304,8 @@ static int set_up(struct vmm_process *process, const struct options *opt, int *e
 	stack_size &= ~(GUEST_PAGE_SIZE - 1);
 	int rc = vmm_mm_setup_process(&process->mm, stack_size, 0);
 	if (rc < 0)
-		return ember_error_errno(err, -rc, "map the %llu KiB stack", (unsigned long long)(stack_size >> 10));
+		return ember_error_errno(err, -rc, "map the %llu KiB stack",
+					 (unsigned long long)(stack_size >> 10));
 
 	rc = resolve_program(process, opt->argv[0], process->layers.exe_path);
 	if (rc < 0) {
@@ -317,14 +323,15 @@ static int set_up(struct vmm_process *process, const struct options *opt, int *e
 	char *envp[MAX_ENV + 8];
 	int envc = build_environment(opt, envp);
 	uint64_t rsp;
-	if (vmm_stack_setup(process, &image, opt->argc, opt->argv, envc, envp, process->layers.exe_path,
-			    &rsp, err) < 0)
+	if (vmm_stack_setup(process, &image, opt->argc, opt->argv, envc, envp, process->layers.exe_path, &rsp,
+			    err) < 0)
 		return -1;
 	if (vmm_vm_set_user_entry(&process->vm, image.entry, rsp, err) < 0)
 		return -1;
 	if (vmm_clock_init(&process->clock, process->vm.vcpu_fd, err) < 0)
 		return -1;
-	vmm_clock_publish(&process->clock, vmm_gpa_system(&process->vm, GUEST_VVAR_ADDR, sizeof(struct vmm_vvar)));
+	vmm_clock_publish(&process->clock,
+			  vmm_gpa_system(&process->vm, GUEST_VVAR_ADDR, sizeof(struct vmm_vvar)));
 	if (vmm_timeout_arm(process, opt->timeout, err) < 0)
 		return -1;
 	return 0;
@@ -384,8 +391,10 @@ int main(int argc, char **argv)
 	}
 	clock_gettime(CLOCK_MONOTONIC, &ready);
 	if (opt.trace)
-		fprintf(stderr, "ember-vmm: VM %s in %ld us\n", opt.restore ? "restored" : "created and program loaded",
-			(long)((ready.tv_sec - start.tv_sec) * 1000000 + (ready.tv_nsec - start.tv_nsec) / 1000));
+		fprintf(stderr, "ember-vmm: VM %s in %ld us\n",
+			opt.restore ? "restored" : "created and program loaded",
+			(long)((ready.tv_sec - start.tv_sec) * 1000000 +
+			       (ready.tv_nsec - start.tv_nsec) / 1000));
 	rc = vmm_vcpu_run(&process, &err);
 	if (process.control)
 		vmm_control_stop(&control);
@@ -394,26 +403,21 @@ int main(int argc, char **argv)
 		return EXIT_HOST_ERROR;
 	}
 	if (opt.trace)
-		fprintf(stderr, "ember-vmm: %llu system calls served\n", (unsigned long long)process.syscall_count);
+		fprintf(stderr, "ember-vmm: %llu system calls served\n",
+			(unsigned long long)process.syscall_count);
 	switch (process.exit_kind) {
-	case VMM_EXIT_STATUS:
-		exit_code = process.exit_status;
-		break;
+	case VMM_EXIT_STATUS: exit_code = process.exit_status; break;
 	case VMM_EXIT_SIGNAL:
 		fprintf(stderr, "ember-vmm: guest killed by %s: %s\n", signal_name(process.exit_signal),
 			process.exit_reason);
 		exit_code = 128 + process.exit_signal;
 		break;
-	case VMM_EXIT_QUIT:
-		exit_code = 0;
-		break;
+	case VMM_EXIT_QUIT: exit_code = 0; break;
 	case VMM_EXIT_TIMEOUT:
 		fprintf(stderr, "ember-vmm: guest timed out after %g s; vCPU stopped\n", opt.timeout);
 		exit_code = EXIT_TIMEOUT;
 		break;
-	default:
-		exit_code = EXIT_HOST_ERROR;
-		break;
+	default: exit_code = EXIT_HOST_ERROR; break;
 	}
 	vmm_fd_close_all(&process.fds);
 	vmm_memfs_destroy(&process.layers.tmp);

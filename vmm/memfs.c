@@ -19,8 +19,8 @@ static int64_t node_cost(size_t name_len)
 	return (int64_t)(sizeof(struct vmm_memfs_node) + name_len + 1);
 }
 
-static struct vmm_memfs_node *node_new(struct vmm_memfs *fs, const char *name, size_t name_len,
-				       bool dir, uint32_t mode)
+static struct vmm_memfs_node *node_new(struct vmm_memfs *fs, const char *name, size_t name_len, bool dir,
+				       uint32_t mode)
 {
 	if (fs->mm && vmm_mm_charge(fs->mm, node_cost(name_len)) < 0)
 		return NULL;
@@ -200,8 +200,8 @@ int vmm_memfs_create(struct vmm_memfs *fs, const char *path, bool dir, uint32_t 
 	return 0;
 }
 
-int vmm_memfs_create_in(struct vmm_memfs *fs, struct vmm_memfs_node *parent, const char *name,
-			bool dir, uint32_t mode, struct vmm_memfs_node **out)
+int vmm_memfs_create_in(struct vmm_memfs *fs, struct vmm_memfs_node *parent, const char *name, bool dir,
+			uint32_t mode, struct vmm_memfs_node **out)
 {
 	size_t len = strlen(name);
 	if (!parent->is_dir)

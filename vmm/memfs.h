@@ -55,8 +55,8 @@ int vmm_memfs_create(struct vmm_memfs *fs, const char *path, bool dir, uint32_t 
  * the caller (an unlinked file that is still open).  -ENOSPC.  The caller
  * guarantees the name is new in `parent` (snap_state_decode checks it), so
  * restoring a large /tmp takes linear time. */
-int vmm_memfs_create_in(struct vmm_memfs *fs, struct vmm_memfs_node *parent, const char *name,
-			bool dir, uint32_t mode, struct vmm_memfs_node **out);
+int vmm_memfs_create_in(struct vmm_memfs *fs, struct vmm_memfs_node *parent, const char *name, bool dir,
+			uint32_t mode, struct vmm_memfs_node **out);
 int vmm_memfs_create_unlinked(struct vmm_memfs *fs, const char *name, bool dir, uint32_t mode,
 			      struct vmm_memfs_node **out);
 /* unlink (dir=false) or rmdir (dir=true).  -EISDIR, -ENOTDIR, -ENOTEMPTY, -EBUSY for /tmp. */

@@ -69,8 +69,7 @@ static int insert_region(struct vmm_memory_map *mm, size_t index, struct vmm_reg
 		mm->regions = grown;
 		mm->capacity = capacity;
 	}
-	memmove(&mm->regions[index + 1], &mm->regions[index],
-		(mm->count - index) * sizeof *mm->regions);
+	memmove(&mm->regions[index + 1], &mm->regions[index], (mm->count - index) * sizeof *mm->regions);
 	mm->regions[index] = region;
 	mm->count++;
 	mm->mapped_bytes += region.end - region.start;

@@ -29,13 +29,13 @@ struct vmm_memory_map {
 	struct vmm_vm *vm;
 	struct vmm_region *regions; /* sorted, non-overlapping */
 	size_t count, capacity;
-	uint64_t low, high;      /* program memory bounds */
-	uint64_t mapped_bytes;   /* sum of regions */
-	uint64_t extra_bytes;    /* other charges against the cap (/tmp) */
-	uint64_t limit_bytes;    /* the cap */
+	uint64_t low, high;    /* program memory bounds */
+	uint64_t mapped_bytes; /* sum of regions */
+	uint64_t extra_bytes;  /* other charges against the cap (/tmp) */
+	uint64_t limit_bytes;  /* the cap */
 	uint64_t brk_start, brk_current;
 	uint64_t stack_low, stack_top;
-	uint64_t mmap_top;       /* new mappings are placed below this */
+	uint64_t mmap_top; /* new mappings are placed below this */
 };
 
 void vmm_mm_init(struct vmm_memory_map *mm, struct vmm_vm *vm);

@@ -23,8 +23,8 @@
 #include "vm.h"
 
 #define VMM_SIGNAL_COUNT 64
-#define VMM_GUEST_UID 1000
-#define VMM_GUEST_PID 1
+#define VMM_GUEST_UID    1000
+#define VMM_GUEST_PID    1
 
 struct vmm_signal_action {
 	uint64_t handler;
@@ -40,17 +40,17 @@ enum vmm_exit_kind {
 	VMM_EXIT_SIGNAL,  /* killed by signal `signal` */
 	VMM_EXIT_TIMEOUT, /* --timeout expired */
 	VMM_EXIT_HOST_ERROR,
-	VMM_EXIT_QUIT,    /* a `quit` on the control socket */
+	VMM_EXIT_QUIT, /* a `quit` on the control socket */
 };
 
 struct vmm_control;
 
 struct vmm_process {
 	struct vmm_vm vm;
-	struct vmm_control *control; /* the control socket, or NULL */
-	const char *runtime_api_path;  /* host Unix socket behind 127.0.0.1:9001, or NULL */
-	bool pretouch;                 /* restore: map the snapshot's pages in up front */
-	const char *restore_root;      /* restore: layers to use instead of the recorded ones */
+	struct vmm_control *control;  /* the control socket, or NULL */
+	const char *runtime_api_path; /* host Unix socket behind 127.0.0.1:9001, or NULL */
+	bool pretouch;                /* restore: map the snapshot's pages in up front */
+	const char *restore_root;     /* restore: layers to use instead of the recorded ones */
 	const char *restore_task;
 	struct vmm_memory_map mm;
 	struct vmm_fdtable fds;

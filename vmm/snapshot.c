@@ -133,9 +133,7 @@ static int capture_files(struct capture *c, struct vmm_process *process, struct 
 				}
 				break;
 			}
-			case VMM_FILE_STDIO:
-				f->stdio_fd = (uint32_t)file->host_fd;
-				break;
+			case VMM_FILE_STDIO: f->stdio_fd = (uint32_t)file->host_fd; break;
 			case VMM_FILE_MEMFS:
 			case VMM_FILE_MEMFS_DIR:
 				f->node = node_index(c, file->node);
@@ -168,8 +166,10 @@ static int capture_files(struct capture *c, struct vmm_process *process, struct 
 				f->socket_type = (uint32_t)file->socket_type;
 				f->socket_connected = file->socket_connected;
 				if (file->unanswered_overflow)
-					return ember_error_set(err, "the Runtime API connection has more than %d "
-							       "unanswered bytes in flight", VMM_UNANSWERED_MAX);
+					return ember_error_set(err,
+							       "the Runtime API connection has more than %d "
+							       "unanswered bytes in flight",
+							       VMM_UNANSWERED_MAX);
 				f->data_size = file->unanswered_length;
 				if (f->data_size) {
 					f->data = malloc(f->data_size);
@@ -187,8 +187,7 @@ static int capture_files(struct capture *c, struct vmm_process *process, struct 
 					memcpy(f->data, file->data, file->size);
 				}
 				break;
-			default:
-				break;
+			default: break;
 			}
 		}
 		struct snap_fd *d = &s->fds[s->fd_count++];
@@ -317,7 +316,8 @@ static int write_memory(struct vmm_vm *vm, int fd, struct ember_error *err)
 				run_length += GUEST_PAGE_SIZE;
 				continue;
 			}
-			if (run_length && write_all(fd, host + run_start, run_length, (off_t)(base + run_start)) < 0)
+			if (run_length &&
+			    write_all(fd, host + run_start, run_length, (off_t)(base + run_start)) < 0)
 				return ember_error_errno(err, errno, "write guest memory at %#llx",
 							 (unsigned long long)(base + run_start));
 			run_length = 0;
@@ -435,8 +435,8 @@ static int restore_memory_map(struct vmm_process *process, const struct snap_mem
 	return 0;
 }
 
-static int restore_tmp(struct vmm_process *process, const struct snap_state *s,
-		       struct vmm_memfs_node **nodes, struct ember_error *err)
+static int restore_tmp(struct vmm_process *process, const struct snap_state *s, struct vmm_memfs_node **nodes,
+		       struct ember_error *err)
 {
 	struct vmm_memfs *fs = &process->layers.tmp;
 	if (vmm_memfs_init(fs, &process->mm) < 0)
@@ -463,8 +463,8 @@ static int restore_tmp(struct vmm_process *process, const struct snap_state *s,
 	return 0;
 }
 
-static int reopen_layer_file(struct vmm_process *process, const struct snap_file *f,
-			     struct vmm_file *file, struct ember_error *err)
+static int reopen_layer_file(struct vmm_process *process, const struct snap_file *f, struct vmm_file *file,
+			     struct ember_error *err)
 {
 	struct vmm_place place;
 	vmm_path_place(&process->layers, f->path, &place);
@@ -479,8 +479,10 @@ static int reopen_layer_file(struct vmm_process *process, const struct snap_file
 		return ember_error_errno(err, errno, "stat `%s`", f->path);
 	if (S_ISDIR(st.st_mode) != (f->kind == VMM_FILE_HOST_DIR) || (uint64_t)st.st_size != f->host_size ||
 	    st.st_mtim.tv_sec != f->host_mtime_sec || st.st_mtim.tv_nsec != f->host_mtime_nsec)
-		return ember_error_set(err, "file `%s` changed since the snapshot (size or modification time "
-				       "differ)", f->path);
+		return ember_error_set(err,
+				       "file `%s` changed since the snapshot (size or modification time "
+				       "differ)",
+				       f->path);
 	if (f->kind == VMM_FILE_HOST_DIR && f->offset && lseek(fd, (off_t)f->offset, SEEK_SET) < 0)
 		return ember_error_errno(err, errno, "restore the position in directory `%s`", f->path);
 	return 0;
@@ -521,13 +523,9 @@ static int restore_files(struct vmm_process *process, const struct snap_state *s
 			if (reopen_layer_file(process, f, file, err) < 0)
 				goto out;
 			break;
-		case VMM_FILE_STDIO:
-			file->host_fd = (int)f->stdio_fd;
-			break;
+		case VMM_FILE_STDIO: file->host_fd = (int)f->stdio_fd; break;
 		case VMM_FILE_MEMFS:
-		case VMM_FILE_MEMFS_DIR:
-			file->node = vmm_memfs_node_ref(nodes[f->node]);
-			break;
+		case VMM_FILE_MEMFS_DIR: file->node = vmm_memfs_node_ref(nodes[f->node]); break;
 		case VMM_FILE_PIPE_READ:
 			file->pipe = pipes[f->pipe];
 			file->pipe->readers++;
@@ -563,8 +561,7 @@ static int restore_files(struct vmm_process *process, const struct snap_state *s
 				file->size = f->data_size;
 			}
 			break;
-		default:
-			break;
+		default: break;
 		}
 	}
 	for (uint32_t i = 0; i < s->fd_count; i++) {
@@ -578,7 +575,8 @@ out:
 	 * the others belong to their files. */
 	bool *used = calloc(s->pipe_count ? s->pipe_count : 1, sizeof *used);
 	for (uint32_t i = 0; files && i < s->file_count; i++)
-		if (files[i] && (files[i]->kind == VMM_FILE_PIPE_READ || files[i]->kind == VMM_FILE_PIPE_WRITE) && used)
+		if (files[i] &&
+		    (files[i]->kind == VMM_FILE_PIPE_READ || files[i]->kind == VMM_FILE_PIPE_WRITE) && used)
 			used[s->files[i].pipe] = true;
 	for (uint32_t i = 0; pipes && used && i < s->pipe_count; i++)
 		if (!used[i])
@@ -671,8 +669,9 @@ int vmm_snapshot_restore(struct vmm_process *process, const char *dir, struct em
 	/* The layers given by the caller win over the host paths the state file
 	 * records: those are only trustworthy when the snapshot is. */
 	const char *root = process->restore_root ? process->restore_root : state.process.root_path;
-	const char *task = process->restore_task ? process->restore_task
-			   : state.process.task_path[0] ? state.process.task_path : NULL;
+	const char *task = process->restore_task        ? process->restore_task
+			   : state.process.task_path[0] ? state.process.task_path
+							: NULL;
 	if (task && !state.process.task_path[0]) {
 		ember_error_set(err, "the snapshot has no task layer, but --task was given");
 		goto out;

@@ -28,11 +28,11 @@
 #include "pipe.h"
 #include "syscalls.h"
 
-#define MAX_RW_COUNT 0x7ffff000ULL
-#define IOV_MAX_COUNT 1024
-#define BOUNCE_SIZE 65536
+#define MAX_RW_COUNT       0x7ffff000ULL
+#define IOV_MAX_COUNT      1024
+#define BOUNCE_SIZE        65536
 #define TMPFS_MAGIC_NUMBER 0x01021994
-#define LAYER_FS_MAGIC 0x794c7630 /* reported like an overlay file system */
+#define LAYER_FS_MAGIC     0x794c7630 /* reported like an overlay file system */
 
 static bool is_directory_kind(enum vmm_file_kind kind)
 {
@@ -94,9 +94,7 @@ static int64_t file_read(struct vmm_process *process, struct vmm_file *file, voi
 				return interrupted;
 		}
 		return n;
-	case VMM_FILE_MEMFS:
-		n = (int64_t)vmm_memfs_read(file->node, offset, buf, len);
-		break;
+	case VMM_FILE_MEMFS: n = (int64_t)vmm_memfs_read(file->node, offset, buf, len); break;
 	case VMM_FILE_PIPE_READ:
 		if (pos >= 0)
 			return -ESPIPE;
@@ -110,11 +108,8 @@ static int64_t file_read(struct vmm_process *process, struct vmm_file *file, voi
 			return block_until_timeout(process);
 		}
 		return (int64_t)vmm_pipe_read(file->pipe, buf, len);
-	case VMM_FILE_NULL:
-		return 0;
-	case VMM_FILE_ZERO:
-		memset(buf, 0, len);
-		return (int64_t)len;
+	case VMM_FILE_NULL: return 0;
+	case VMM_FILE_ZERO: memset(buf, 0, len); return (int64_t)len;
 	case VMM_FILE_RANDOM: {
 		size_t done = 0;
 		while (done < len) {
@@ -138,20 +133,17 @@ static int64_t file_read(struct vmm_process *process, struct vmm_file *file, voi
 		break;
 	case VMM_FILE_HOST_DIR:
 	case VMM_FILE_MEMFS_DIR:
-	case VMM_FILE_SYNTHETIC_DIR:
-		return -EISDIR;
-	case VMM_FILE_SOCKET:
-		return pos >= 0 ? -ESPIPE : vmm_socket_receive(process, file, buf, len, 0);
-	default:
-		return -EBADF;
+	case VMM_FILE_SYNTHETIC_DIR: return -EISDIR;
+	case VMM_FILE_SOCKET: return pos >= 0 ? -ESPIPE : vmm_socket_receive(process, file, buf, len, 0);
+	default: return -EBADF;
 	}
 	if (pos < 0)
 		file->offset += (uint64_t)n;
 	return n;
 }
 
-static int64_t file_write(struct vmm_process *process, struct vmm_file *file, const void *buf,
-			  size_t len, int64_t pos)
+static int64_t file_write(struct vmm_process *process, struct vmm_file *file, const void *buf, size_t len,
+			  int64_t pos)
 {
 	switch (file->kind) {
 	case VMM_FILE_STDIO: {
@@ -178,8 +170,9 @@ static int64_t file_write(struct vmm_process *process, struct vmm_file *file, co
 		return (int64_t)done;
 	}
 	case VMM_FILE_MEMFS: {
-		uint64_t offset = pos >= 0 ? (uint64_t)pos
-					   : (file->flags & O_APPEND) ? file->node->size : file->offset;
+		uint64_t offset = pos >= 0                   ? (uint64_t)pos
+				  : (file->flags & O_APPEND) ? file->node->size
+							     : file->offset;
 		int64_t n = vmm_memfs_write(file->node, offset, buf, len);
 		if (n > 0 && pos < 0)
 			file->offset = offset + (uint64_t)n;
@@ -202,21 +195,16 @@ static int64_t file_write(struct vmm_process *process, struct vmm_file *file, co
 	}
 	case VMM_FILE_NULL:
 	case VMM_FILE_ZERO:
-	case VMM_FILE_RANDOM:
-		return (int64_t)len;
-	case VMM_FILE_SOCKET:
-		return pos >= 0 ? -ESPIPE : vmm_socket_send(process, file, buf, len, 0);
+	case VMM_FILE_RANDOM: return (int64_t)len;
+	case VMM_FILE_SOCKET: return pos >= 0 ? -ESPIPE : vmm_socket_send(process, file, buf, len, 0);
 	case VMM_FILE_HOST_DIR:
 	case VMM_FILE_MEMFS_DIR:
-	case VMM_FILE_SYNTHETIC_DIR:
-		return -EISDIR;
-	default:
-		return -EBADF;
+	case VMM_FILE_SYNTHETIC_DIR: return -EISDIR;
+	default: return -EBADF;
 	}
 }
 
-static int64_t do_read(struct vmm_process *process, uint64_t fd, uint64_t addr, uint64_t len,
-		       int64_t pos)
+static int64_t do_read(struct vmm_process *process, uint64_t fd, uint64_t addr, uint64_t len, int64_t pos)
 {
 	struct vmm_file *file = vmm_fd_get(&process->fds, fd);
 	if (!file || !can_read(file))
@@ -229,8 +217,7 @@ static int64_t do_read(struct vmm_process *process, uint64_t fd, uint64_t addr, 
 	return file_read(process, file, buf, len, pos);
 }
 
-static int64_t do_write(struct vmm_process *process, uint64_t fd, uint64_t addr, uint64_t len,
-			int64_t pos)
+static int64_t do_write(struct vmm_process *process, uint64_t fd, uint64_t addr, uint64_t len, int64_t pos)
 {
 	struct vmm_file *file = vmm_fd_get(&process->fds, fd);
 	if (!file || !can_write(file))
@@ -243,8 +230,14 @@ static int64_t do_write(struct vmm_process *process, uint64_t fd, uint64_t addr,
 	return file_write(process, file, buf, len, pos);
 }
 
-SYSCALL(read) { return do_read(process, args[0], args[1], args[2], -1); }
-SYSCALL(write) { return do_write(process, args[0], args[1], args[2], -1); }
+SYSCALL(read)
+{
+	return do_read(process, args[0], args[1], args[2], -1);
+}
+SYSCALL(write)
+{
+	return do_write(process, args[0], args[1], args[2], -1);
+}
 
 SYSCALL(pread64)
 {
@@ -295,8 +288,14 @@ static int64_t do_vector_io(struct vmm_process *process, const uint64_t *args, b
 	return done;
 }
 
-SYSCALL(readv) { return do_vector_io(process, args, false); }
-SYSCALL(writev) { return do_vector_io(process, args, true); }
+SYSCALL(readv)
+{
+	return do_vector_io(process, args, false);
+}
+SYSCALL(writev)
+{
+	return do_vector_io(process, args, true);
+}
 
 static int64_t do_open(struct vmm_process *process, int64_t dirfd, uint64_t path_addr, uint64_t flags,
 		       uint64_t mode)
@@ -319,17 +318,26 @@ static int64_t do_open(struct vmm_process *process, int64_t dirfd, uint64_t path
 	return fd;
 }
 
-SYSCALL(open) { return do_open(process, AT_FDCWD, args[0], args[1], args[2]); }
-SYSCALL(openat) { return do_open(process, (int64_t)(int32_t)args[0], args[1], args[2], args[3]); }
-SYSCALL(close) { return vmm_fd_close(&process->fds, args[0]); }
+SYSCALL(open)
+{
+	return do_open(process, AT_FDCWD, args[0], args[1], args[2]);
+}
+SYSCALL(openat)
+{
+	return do_open(process, (int64_t)(int32_t)args[0], args[1], args[2], args[3]);
+}
+SYSCALL(close)
+{
+	return vmm_fd_close(&process->fds, args[0]);
+}
 
 static int64_t copy_stat_out(struct vmm_process *process, uint64_t addr, struct stat *st)
 {
 	return guest_copy_out(process, addr, st, sizeof *st);
 }
 
-static int64_t do_stat_at(struct vmm_process *process, int64_t dirfd, uint64_t path_addr,
-			  struct stat *st, uint64_t flags)
+static int64_t do_stat_at(struct vmm_process *process, int64_t dirfd, uint64_t path_addr, struct stat *st,
+			  uint64_t flags)
 {
 	if (flags & ~(uint64_t)(AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH | AT_NO_AUTOMOUNT | AT_STATX_SYNC_TYPE))
 		return -EINVAL;
@@ -423,14 +431,11 @@ SYSCALL(lseek)
 	}
 	case VMM_FILE_PIPE_READ:
 	case VMM_FILE_PIPE_WRITE:
-	case VMM_FILE_SOCKET:
-		return -ESPIPE;
+	case VMM_FILE_SOCKET: return -ESPIPE;
 	case VMM_FILE_NULL:
 	case VMM_FILE_ZERO:
-	case VMM_FILE_RANDOM:
-		return 0;
-	default:
-		break;
+	case VMM_FILE_RANDOM: return 0;
+	default: break;
 	}
 	struct stat st;
 	int rc = vmm_file_stat(file, &st);
@@ -451,8 +456,7 @@ SYSCALL(lseek)
 			return -ENXIO;
 		file->offset = (uint64_t)st.st_size;
 		return st.st_size;
-	default:
-		return -EINVAL;
+	default: return -EINVAL;
 	}
 	if ((offset > 0 && base > INT64_MAX - offset) || base + offset < 0)
 		return -EINVAL;
@@ -460,8 +464,8 @@ SYSCALL(lseek)
 	return (int64_t)file->offset;
 }
 
-static int64_t do_access(struct vmm_process *process, int64_t dirfd, uint64_t path_addr,
-			 uint64_t mode, uint64_t flags)
+static int64_t do_access(struct vmm_process *process, int64_t dirfd, uint64_t path_addr, uint64_t mode,
+			 uint64_t flags)
 {
 	if (mode & ~(uint64_t)(R_OK | W_OK | X_OK))
 		return -EINVAL;
@@ -486,9 +490,18 @@ static int64_t do_access(struct vmm_process *process, int64_t dirfd, uint64_t pa
 	return 0;
 }
 
-SYSCALL(access) { return do_access(process, AT_FDCWD, args[0], args[1], 0); }
-SYSCALL(faccessat) { return do_access(process, (int64_t)(int32_t)args[0], args[1], args[2], 0); }
-SYSCALL(faccessat2) { return do_access(process, (int64_t)(int32_t)args[0], args[1], args[2], args[3]); }
+SYSCALL(access)
+{
+	return do_access(process, AT_FDCWD, args[0], args[1], 0);
+}
+SYSCALL(faccessat)
+{
+	return do_access(process, (int64_t)(int32_t)args[0], args[1], args[2], 0);
+}
+SYSCALL(faccessat2)
+{
+	return do_access(process, (int64_t)(int32_t)args[0], args[1], args[2], args[3]);
+}
 
 static int64_t do_pipe(struct vmm_process *process, uint64_t fds_addr, uint64_t flags)
 {
@@ -528,8 +541,14 @@ static int64_t do_pipe(struct vmm_process *process, uint64_t fds_addr, uint64_t 
 	return guest_copy_out(process, fds_addr, fds, sizeof fds);
 }
 
-SYSCALL(pipe) { return do_pipe(process, args[0], 0); }
-SYSCALL(pipe2) { return do_pipe(process, args[0], args[1]); }
+SYSCALL(pipe)
+{
+	return do_pipe(process, args[0], 0);
+}
+SYSCALL(pipe2)
+{
+	return do_pipe(process, args[0], args[1]);
+}
 
 SYSCALL(dup)
 {
@@ -586,13 +605,9 @@ SYSCALL(fcntl)
 			vmm_file_unref(file);
 		return fd;
 	}
-	case F_GETFD:
-		return slot->cloexec ? FD_CLOEXEC : 0;
-	case F_SETFD:
-		slot->cloexec = arg & FD_CLOEXEC;
-		return 0;
-	case F_GETFL:
-		return file->flags;
+	case F_GETFD: return slot->cloexec ? FD_CLOEXEC : 0;
+	case F_SETFD: slot->cloexec = arg & FD_CLOEXEC; return 0;
+	case F_GETFL: return file->flags;
 	case F_SETFL: {
 		int changeable = O_APPEND | O_NONBLOCK | O_NOATIME;
 		file->flags = (file->flags & ~changeable) | ((int)arg & changeable);
@@ -606,13 +621,12 @@ SYSCALL(fcntl)
 		return guest_copy_out(process, arg, &lock, sizeof lock);
 	}
 	case F_SETLK:
-	case F_SETLKW:
-		return guest_pointer(process, arg, sizeof(struct flock)) ? 0 : -EFAULT;
+	case F_SETLKW: return guest_pointer(process, arg, sizeof(struct flock)) ? 0 : -EFAULT;
 	case F_GETPIPE_SZ:
 		return (file->kind == VMM_FILE_PIPE_READ || file->kind == VMM_FILE_PIPE_WRITE)
-			       ? VMM_PIPE_CAPACITY : -EBADF;
-	default:
-		return -EINVAL;
+			       ? VMM_PIPE_CAPACITY
+			       : -EBADF;
+	default: return -EINVAL;
 	}
 }
 
@@ -624,12 +638,8 @@ SYSCALL(ioctl)
 	struct vmm_file *file = slot->file;
 	unsigned long request = (unsigned long)(uint32_t)args[1];
 	switch (request) {
-	case FIOCLEX:
-		slot->cloexec = true;
-		return 0;
-	case FIONCLEX:
-		slot->cloexec = false;
-		return 0;
+	case FIOCLEX: slot->cloexec = true; return 0;
+	case FIONCLEX: slot->cloexec = false; return 0;
 	case FIONBIO: {
 		int on;
 		if (guest_copy_in(process, &on, args[2], sizeof on) < 0)
@@ -656,8 +666,7 @@ SYSCALL(ioctl)
 			return -errno;
 		return guest_copy_out(process, args[2], answer, size);
 	}
-	default:
-		return -ENOTTY;
+	default: return -ENOTTY;
 	}
 }
 
@@ -683,8 +692,7 @@ static const char *synthetic_entry(const char *path, uint64_t index)
 	static const char *const dev[] = {"null", "zero", "random", "urandom", NULL};
 	static const char *const proc[] = {"self", NULL};
 	static const char *const self[] = {"exe", NULL};
-	const char *const *list = strcmp(path, "/dev") == 0 ? dev
-				  : strcmp(path, "/proc") == 0 ? proc : self;
+	const char *const *list = strcmp(path, "/dev") == 0 ? dev : strcmp(path, "/proc") == 0 ? proc : self;
 	for (uint64_t i = 0; list[i]; i++)
 		if (i == index)
 			return list[i];
@@ -733,7 +741,8 @@ SYSCALL(getdents64)
 			if (!name)
 				break;
 			type = strcmp(file->path, "/dev") == 0 ? DT_CHR
-			       : strcmp(name, "exe") == 0      ? DT_LNK : DT_DIR;
+			       : strcmp(name, "exe") == 0      ? DT_LNK
+							       : DT_DIR;
 		}
 		size_t n = put_dirent(out + used, count - used, ino, index + 1, type, name);
 		if (n == 0)
@@ -741,9 +750,10 @@ SYSCALL(getdents64)
 		used += n;
 		file->offset = index + 1;
 	}
-	if (used == 0 && (file->offset < 2 || (file->kind == VMM_FILE_MEMFS_DIR
-						    ? vmm_memfs_child(file->node, file->offset - 2) != NULL
-						    : synthetic_entry(file->path, file->offset - 2) != NULL)))
+	if (used == 0 &&
+	    (file->offset < 2 ||
+	     (file->kind == VMM_FILE_MEMFS_DIR ? vmm_memfs_child(file->node, file->offset - 2) != NULL
+					       : synthetic_entry(file->path, file->offset - 2) != NULL)))
 		return -EINVAL; /* buffer too small for one entry */
 	return (int64_t)used;
 }
@@ -786,8 +796,8 @@ SYSCALL(fchdir)
 	return change_directory(process, file->path);
 }
 
-static int64_t do_readlink(struct vmm_process *process, int64_t dirfd, uint64_t path_addr,
-			   uint64_t buf_addr, uint64_t size)
+static int64_t do_readlink(struct vmm_process *process, int64_t dirfd, uint64_t path_addr, uint64_t buf_addr,
+			   uint64_t size)
 {
 	if ((int64_t)size <= 0)
 		return -EINVAL;
@@ -804,8 +814,14 @@ static int64_t do_readlink(struct vmm_process *process, int64_t dirfd, uint64_t 
 	return rc < 0 ? rc : n;
 }
 
-SYSCALL(readlink) { return do_readlink(process, AT_FDCWD, args[0], args[1], args[2]); }
-SYSCALL(readlinkat) { return do_readlink(process, (int64_t)(int32_t)args[0], args[1], args[2], args[3]); }
+SYSCALL(readlink)
+{
+	return do_readlink(process, AT_FDCWD, args[0], args[1], args[2]);
+}
+SYSCALL(readlinkat)
+{
+	return do_readlink(process, (int64_t)(int32_t)args[0], args[1], args[2], args[3]);
+}
 
 /* Why a change to the namespace outside /tmp fails: EEXIST/ENOENT as Linux
  * would decide them, else the layer is read-only. */
@@ -833,8 +849,14 @@ static int64_t do_mkdir(struct vmm_process *process, int64_t dirfd, uint64_t pat
 				(uint32_t)mode & ~process->umask & 07777, &node);
 }
 
-SYSCALL(mkdir) { return do_mkdir(process, AT_FDCWD, args[0], args[1]); }
-SYSCALL(mkdirat) { return do_mkdir(process, (int64_t)(int32_t)args[0], args[1], args[2]); }
+SYSCALL(mkdir)
+{
+	return do_mkdir(process, AT_FDCWD, args[0], args[1]);
+}
+SYSCALL(mkdirat)
+{
+	return do_mkdir(process, (int64_t)(int32_t)args[0], args[1], args[2]);
+}
 
 static int64_t do_remove(struct vmm_process *process, int64_t dirfd, uint64_t path_addr, bool dir)
 {
@@ -849,8 +871,14 @@ static int64_t do_remove(struct vmm_process *process, int64_t dirfd, uint64_t pa
 	return vmm_memfs_remove(&process->layers.tmp, place.rel, dir);
 }
 
-SYSCALL(rmdir) { return do_remove(process, AT_FDCWD, args[0], true); }
-SYSCALL(unlink) { return do_remove(process, AT_FDCWD, args[0], false); }
+SYSCALL(rmdir)
+{
+	return do_remove(process, AT_FDCWD, args[0], true);
+}
+SYSCALL(unlink)
+{
+	return do_remove(process, AT_FDCWD, args[0], false);
+}
 
 SYSCALL(unlinkat)
 {
@@ -859,8 +887,8 @@ SYSCALL(unlinkat)
 	return do_remove(process, (int64_t)(int32_t)args[0], args[1], args[2] & AT_REMOVEDIR);
 }
 
-static int64_t do_rename(struct vmm_process *process, int64_t old_dirfd, uint64_t old_addr,
-			 int64_t new_dirfd, uint64_t new_addr, uint64_t flags)
+static int64_t do_rename(struct vmm_process *process, int64_t old_dirfd, uint64_t old_addr, int64_t new_dirfd,
+			 uint64_t new_addr, uint64_t flags)
 {
 	if (flags & ~(uint64_t)RENAME_NOREPLACE)
 		return -EINVAL;
@@ -886,7 +914,10 @@ static int64_t do_rename(struct vmm_process *process, int64_t old_dirfd, uint64_
 	return vmm_memfs_rename(&process->layers.tmp, from_place.rel, to_place.rel);
 }
 
-SYSCALL(rename) { return do_rename(process, AT_FDCWD, args[0], AT_FDCWD, args[1], 0); }
+SYSCALL(rename)
+{
+	return do_rename(process, AT_FDCWD, args[0], AT_FDCWD, args[1], 0);
+}
 SYSCALL(renameat)
 {
 	return do_rename(process, (int64_t)(int32_t)args[0], args[1], (int64_t)(int32_t)args[2], args[3], 0);
@@ -907,7 +938,10 @@ SYSCALL(ftruncate)
 	return vmm_memfs_truncate(file->node, args[1]);
 }
 
-SYSCALL(fsync) { return vmm_fd_get(&process->fds, args[0]) ? 0 : -EBADF; }
+SYSCALL(fsync)
+{
+	return vmm_fd_get(&process->fds, args[0]) ? 0 : -EBADF;
+}
 
 SYSCALL(umask)
 {
@@ -939,11 +973,8 @@ static short poll_ready(struct vmm_file *file, short events)
 		else
 			ready |= POLLOUT | POLLHUP; /* never connected */
 		break;
-	case VMM_FILE_STDIO:
-		return 0; /* asked of the host */
-	default:
-		ready |= POLLIN | POLLOUT | POLLRDNORM | POLLWRNORM;
-		break;
+	case VMM_FILE_STDIO: return 0; /* asked of the host */
+	default: ready |= POLLIN | POLLOUT | POLLRDNORM | POLLWRNORM; break;
 	}
 	return ready & (events | POLLHUP | POLLERR | POLLNVAL);
 }
@@ -966,7 +997,8 @@ static int64_t do_poll(struct vmm_process *process, uint64_t fds_addr, uint64_t 
 		struct vmm_file *file = vmm_fd_get(&process->fds, (uint64_t)fds[i].fd);
 		if (!file)
 			fds[i].revents = POLLNVAL;
-		else if (file->kind == VMM_FILE_STDIO || (file->kind == VMM_FILE_SOCKET && file->host_fd >= 0)) {
+		else if (file->kind == VMM_FILE_STDIO ||
+			 (file->kind == VMM_FILE_SOCKET && file->host_fd >= 0)) {
 			host[host_count].fd = file->host_fd;
 			host[host_count].events = fds[i].events;
 			host_index[host_count++] = (int)i;
@@ -1003,7 +1035,10 @@ static int64_t do_poll(struct vmm_process *process, uint64_t fds_addr, uint64_t 
 	return ready;
 }
 
-SYSCALL(poll) { return do_poll(process, args[0], args[1], (int64_t)(int32_t)args[2]); }
+SYSCALL(poll)
+{
+	return do_poll(process, args[0], args[1], (int64_t)(int32_t)args[2]);
+}
 
 SYSCALL(ppoll)
 {
@@ -1014,8 +1049,9 @@ SYSCALL(ppoll)
 			return -EFAULT;
 		if (ts.tv_sec < 0 || ts.tv_nsec < 0 || ts.tv_nsec >= 1000000000)
 			return -EINVAL;
-		timeout_ms = ts.tv_sec > INT32_MAX / 1000 ? INT32_MAX
-							 : ts.tv_sec * 1000 + (ts.tv_nsec + 999999) / 1000000;
+		timeout_ms = ts.tv_sec > INT32_MAX / 1000
+				     ? INT32_MAX
+				     : ts.tv_sec * 1000 + (ts.tv_nsec + 999999) / 1000000;
 	}
 	return do_poll(process, args[0], args[1], timeout_ms);
 }
@@ -1079,5 +1115,6 @@ SYSCALL(fstatfs)
 	struct vmm_file *file = vmm_fd_get(&process->fds, args[0]);
 	if (!file)
 		return -EBADF;
-	return fill_statfs(process, args[1], file->kind == VMM_FILE_MEMFS || file->kind == VMM_FILE_MEMFS_DIR);
+	return fill_statfs(process, args[1],
+			   file->kind == VMM_FILE_MEMFS || file->kind == VMM_FILE_MEMFS_DIR);
 }

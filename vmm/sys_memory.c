@@ -14,8 +14,8 @@
 
 #define PAGE_MASK (GUEST_PAGE_SIZE - 1)
 
-static int64_t fill_from_file(struct vmm_process *process, struct vmm_file *file, uint64_t addr,
-			      uint64_t len, uint64_t offset)
+static int64_t fill_from_file(struct vmm_process *process, struct vmm_file *file, uint64_t addr, uint64_t len,
+			      uint64_t offset)
 {
 	uint8_t *dst = guest_pointer(process, addr, len);
 	if (!dst)
@@ -42,7 +42,8 @@ SYSCALL(mmap)
 {
 	uint64_t addr = args[0], len = args[1], prot = args[2], flags = args[3], offset = args[5];
 	int64_t fd = (int64_t)(int32_t)args[4];
-	if (len == 0 || (offset & PAGE_MASK) || (addr & PAGE_MASK && (flags & (MAP_FIXED | MAP_FIXED_NOREPLACE))))
+	if (len == 0 || (offset & PAGE_MASK) ||
+	    (addr & PAGE_MASK && (flags & (MAP_FIXED | MAP_FIXED_NOREPLACE))))
 		return -EINVAL;
 	if (len > GUEST_MEM_MAX)
 		return -ENOMEM;
@@ -90,7 +91,10 @@ SYSCALL(mmap)
 	return (int64_t)result;
 }
 
-SYSCALL(munmap) { return vmm_mm_unmap(&process->mm, args[0], args[1]); }
+SYSCALL(munmap)
+{
+	return vmm_mm_unmap(&process->mm, args[0], args[1]);
+}
 
 SYSCALL(mprotect)
 {
@@ -99,7 +103,10 @@ SYSCALL(mprotect)
 	return vmm_mm_protect(&process->mm, args[0], args[1], (uint32_t)args[2]);
 }
 
-SYSCALL(brk) { return (int64_t)vmm_mm_brk(&process->mm, args[0]); }
+SYSCALL(brk)
+{
+	return (int64_t)vmm_mm_brk(&process->mm, args[0]);
+}
 
 SYSCALL(mremap)
 {
@@ -125,7 +132,8 @@ SYSCALL(mremap)
 		}
 		/* Grow in place when the pages after the mapping are free. */
 		uint64_t tail = old_addr + old_size, placed;
-		if (vmm_mm_map(&process->mm, tail, new_size - old_size, 0, prot, region_flags, &placed) == 0) {
+		if (vmm_mm_map(&process->mm, tail, new_size - old_size, 0, prot, region_flags, &placed) ==
+		    0) {
 			if (placed == tail)
 				return (int64_t)old_addr;
 			vmm_mm_unmap(&process->mm, placed, new_size - old_size);
@@ -136,8 +144,8 @@ SYSCALL(mremap)
 		return -EINVAL;
 	}
 	uint64_t moved;
-	int rc = vmm_mm_map(&process->mm, new_addr, new_size, (flags & MREMAP_FIXED) != 0, prot,
-			    region_flags, &moved);
+	int rc = vmm_mm_map(&process->mm, new_addr, new_size, (flags & MREMAP_FIXED) != 0, prot, region_flags,
+			    &moved);
 	if (rc < 0)
 		return rc;
 	uint64_t keep = old_size < new_size ? old_size : new_size;
@@ -153,14 +161,26 @@ SYSCALL(madvise)
 	if ((addr & PAGE_MASK) || len > UINT64_MAX - PAGE_MASK)
 		return -EINVAL;
 	switch (advice) {
-	case MADV_NORMAL: case MADV_RANDOM: case MADV_SEQUENTIAL: case MADV_WILLNEED:
-	case MADV_DONTNEED: case MADV_FREE: case MADV_REMOVE: case MADV_DONTFORK:
-	case MADV_DOFORK: case MADV_MERGEABLE: case MADV_UNMERGEABLE: case MADV_HUGEPAGE:
-	case MADV_NOHUGEPAGE: case MADV_DONTDUMP: case MADV_DODUMP: case MADV_WIPEONFORK:
-	case MADV_KEEPONFORK: case MADV_COLD: case MADV_PAGEOUT:
-		break;
-	default:
-		return -EINVAL;
+	case MADV_NORMAL:
+	case MADV_RANDOM:
+	case MADV_SEQUENTIAL:
+	case MADV_WILLNEED:
+	case MADV_DONTNEED:
+	case MADV_FREE:
+	case MADV_REMOVE:
+	case MADV_DONTFORK:
+	case MADV_DOFORK:
+	case MADV_MERGEABLE:
+	case MADV_UNMERGEABLE:
+	case MADV_HUGEPAGE:
+	case MADV_NOHUGEPAGE:
+	case MADV_DONTDUMP:
+	case MADV_DODUMP:
+	case MADV_WIPEONFORK:
+	case MADV_KEEPONFORK:
+	case MADV_COLD:
+	case MADV_PAGEOUT: break;
+	default: return -EINVAL;
 	}
 	len = (len + PAGE_MASK) & ~PAGE_MASK;
 	if (len && !guest_pointer(process, addr, len))

@@ -14,14 +14,14 @@
 
 #include "syscalls.h"
 
-#define ARCH_SET_GS 0x1001
-#define ARCH_SET_FS 0x1002
-#define ARCH_GET_FS 0x1003
-#define ARCH_GET_GS 0x1004
-#define ARCH_GET_CPUID 0x1011
-#define CANONICAL_LIMIT (1ULL << 47)
+#define ARCH_SET_GS           0x1001
+#define ARCH_SET_FS           0x1002
+#define ARCH_GET_FS           0x1003
+#define ARCH_GET_GS           0x1004
+#define ARCH_GET_CPUID        0x1011
+#define CANONICAL_LIMIT       (1ULL << 47)
 #define ROBUST_LIST_HEAD_SIZE 24
-#define GETRANDOM_MAX (32ULL << 20)
+#define GETRANDOM_MAX         (32ULL << 20)
 
 static int64_t end_guest(struct vmm_process *process, uint64_t status)
 {
@@ -30,14 +30,45 @@ static int64_t end_guest(struct vmm_process *process, uint64_t status)
 	return 0;
 }
 
-SYSCALL(exit) { return end_guest(process, args[0]); }
-SYSCALL(exit_group) { return end_guest(process, args[0]); }
+SYSCALL(exit)
+{
+	return end_guest(process, args[0]);
+}
+SYSCALL(exit_group)
+{
+	return end_guest(process, args[0]);
+}
 
-SYSCALL(getpid) { (void)process; (void)args; return VMM_GUEST_PID; }
-SYSCALL(gettid) { (void)process; (void)args; return VMM_GUEST_PID; }
-SYSCALL(getppid) { (void)process; (void)args; return 0; }
-SYSCALL(getuid) { (void)process; (void)args; return VMM_GUEST_UID; }
-SYSCALL(getpgrp) { (void)process; (void)args; return VMM_GUEST_PID; }
+SYSCALL(getpid)
+{
+	(void)process;
+	(void)args;
+	return VMM_GUEST_PID;
+}
+SYSCALL(gettid)
+{
+	(void)process;
+	(void)args;
+	return VMM_GUEST_PID;
+}
+SYSCALL(getppid)
+{
+	(void)process;
+	(void)args;
+	return 0;
+}
+SYSCALL(getuid)
+{
+	(void)process;
+	(void)args;
+	return VMM_GUEST_UID;
+}
+SYSCALL(getpgrp)
+{
+	(void)process;
+	(void)args;
+	return VMM_GUEST_PID;
+}
 
 SYSCALL(uname)
 {
@@ -82,14 +113,10 @@ SYSCALL(arch_prctl)
 			return -EINVAL;
 		*(code == ARCH_SET_GS ? &process->gs_base : &process->fs_base) = addr;
 		return 0;
-	case ARCH_GET_FS:
-		return guest_copy_out(process, addr, &process->fs_base, sizeof process->fs_base);
-	case ARCH_GET_GS:
-		return guest_copy_out(process, addr, &process->gs_base, sizeof process->gs_base);
-	case ARCH_GET_CPUID:
-		return 1;
-	default:
-		return -EINVAL;
+	case ARCH_GET_FS: return guest_copy_out(process, addr, &process->fs_base, sizeof process->fs_base);
+	case ARCH_GET_GS: return guest_copy_out(process, addr, &process->gs_base, sizeof process->gs_base);
+	case ARCH_GET_CPUID: return 1;
+	default: return -EINVAL;
 	}
 }
 
@@ -112,21 +139,12 @@ static void limit_of(struct vmm_process *process, unsigned resource, struct rlim
 	case RLIMIT_STACK:
 		limit->rlim_cur = limit->rlim_max = process->mm.stack_top - process->mm.stack_low;
 		break;
-	case RLIMIT_NOFILE:
-		limit->rlim_cur = limit->rlim_max = VMM_FD_MAX;
-		break;
+	case RLIMIT_NOFILE: limit->rlim_cur = limit->rlim_max = VMM_FD_MAX; break;
 	case RLIMIT_AS:
-	case RLIMIT_DATA:
-		limit->rlim_cur = limit->rlim_max = process->mm.limit_bytes;
-		break;
-	case RLIMIT_NPROC:
-		limit->rlim_cur = limit->rlim_max = 1;
-		break;
-	case RLIMIT_CORE:
-		limit->rlim_cur = limit->rlim_max = 0;
-		break;
-	default:
-		break;
+	case RLIMIT_DATA: limit->rlim_cur = limit->rlim_max = process->mm.limit_bytes; break;
+	case RLIMIT_NPROC: limit->rlim_cur = limit->rlim_max = 1; break;
+	case RLIMIT_CORE: limit->rlim_cur = limit->rlim_max = 0; break;
+	default: break;
 	}
 }
 
@@ -219,7 +237,12 @@ SYSCALL(sched_getaffinity)
 	return rc < 0 ? rc : (int64_t)sizeof mask;
 }
 
-SYSCALL(sched_yield) { (void)process; (void)args; return 0; }
+SYSCALL(sched_yield)
+{
+	(void)process;
+	(void)args;
+	return 0;
+}
 
 SYSCALL(getcpu)
 {
@@ -252,7 +275,8 @@ SYSCALL(futex)
 			if (ts.tv_sec < 0 || ts.tv_nsec < 0 || ts.tv_nsec >= 1000000000)
 				return -EINVAL;
 			int flags = op == FUTEX_WAIT_BITSET ? TIMER_ABSTIME : 0;
-			clockid_t clock = ((int)args[1] & FUTEX_CLOCK_REALTIME) ? CLOCK_REALTIME : CLOCK_MONOTONIC;
+			clockid_t clock =
+				((int)args[1] & FUTEX_CLOCK_REALTIME) ? CLOCK_REALTIME : CLOCK_MONOTONIC;
 			while (clock_nanosleep(clock, flags, &ts, flags ? NULL : &ts) == EINTR) {
 				int64_t interrupted = guest_wait_interrupted(process);
 				if (interrupted)
@@ -270,8 +294,7 @@ SYSCALL(futex)
 		if (!guest_pointer(process, args[0], 4))
 			return -EFAULT;
 		return 0;
-	default:
-		return -ENOSYS;
+	default: return -ENOSYS;
 	}
 }
 
@@ -295,11 +318,8 @@ SYSCALL(prctl)
 		return guest_copy_out(process, args[1], process->thread_name, sizeof process->thread_name);
 	case PR_SET_PDEATHSIG:
 	case PR_SET_DUMPABLE:
-	case PR_SET_NO_NEW_PRIVS:
-		return 0;
-	case PR_GET_DUMPABLE:
-		return 0;
-	default:
-		return -EINVAL;
+	case PR_SET_NO_NEW_PRIVS: return 0;
+	case PR_GET_DUMPABLE: return 0;
+	default: return -EINVAL;
 	}
 }

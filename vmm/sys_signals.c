@@ -9,8 +9,8 @@
 
 #include "syscalls.h"
 
-#define KERNEL_SIGSET_SIZE 8
-#define SIGNAL_STACK_MIN 2048
+#define KERNEL_SIGSET_SIZE      8
+#define SIGNAL_STACK_MIN        2048
 #define SIGNAL_STACK_AUTODISARM (1U << 31)
 
 struct kernel_sigaction {

@@ -16,10 +16,10 @@
 
 #include "syscalls.h"
 
-#define SOCKADDR_MAX 128
-#define RUNTIME_API_PORT 9001
+#define SOCKADDR_MAX        128
+#define RUNTIME_API_PORT    9001
 #define RUNTIME_API_ADDRESS 0x7f000001 /* 127.0.0.1 */
-#define MSG_FLAGS_ALLOWED (MSG_DONTWAIT | MSG_PEEK | MSG_WAITALL | MSG_NOSIGNAL | MSG_MORE | MSG_TRUNC)
+#define MSG_FLAGS_ALLOWED   (MSG_DONTWAIT | MSG_PEEK | MSG_WAITALL | MSG_NOSIGNAL | MSG_MORE | MSG_TRUNC)
 
 static struct vmm_file *socket_of(struct vmm_process *process, uint64_t fd, int64_t *error)
 {
@@ -44,7 +44,8 @@ SYSCALL(socket)
 		return -EINVAL;
 	if (flags & ~(SOCK_CLOEXEC | SOCK_NONBLOCK))
 		return -EINVAL;
-	struct vmm_file *file = vmm_file_new(VMM_FILE_SOCKET, O_RDWR | (flags & SOCK_NONBLOCK ? O_NONBLOCK : 0));
+	struct vmm_file *file =
+		vmm_file_new(VMM_FILE_SOCKET, O_RDWR | (flags & SOCK_NONBLOCK ? O_NONBLOCK : 0));
 	if (!file)
 		return -ENOMEM;
 	file->socket_domain = domain;
@@ -180,7 +181,8 @@ int64_t vmm_socket_send(struct vmm_process *process, struct vmm_file *file, cons
 		return file->socket_type == SOCK_STREAM ? -EPIPE : -EDESTADDRREQ;
 	if (file->host_fd < 0)
 		return -EPIPE; /* broken: the Runtime API behind it is gone */
-	int host_flags = MSG_NOSIGNAL | ((file->flags & O_NONBLOCK) || (flags & MSG_DONTWAIT) ? MSG_DONTWAIT : 0);
+	int host_flags =
+		MSG_NOSIGNAL | ((file->flags & O_NONBLOCK) || (flags & MSG_DONTWAIT) ? MSG_DONTWAIT : 0);
 	for (;;) {
 		ssize_t n = send(file->host_fd, buf, len, host_flags | (flags & MSG_MORE));
 		if (n >= 0) {
@@ -227,7 +229,8 @@ void vmm_socket_reconnect(struct vmm_process *process, struct vmm_file *file)
 		return;
 	size_t done = 0;
 	while (done < file->unanswered_length) {
-		ssize_t n = send(file->host_fd, file->unanswered + done, file->unanswered_length - done, MSG_NOSIGNAL);
+		ssize_t n = send(file->host_fd, file->unanswered + done, file->unanswered_length - done,
+				 MSG_NOSIGNAL);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0) {
@@ -326,8 +329,8 @@ static int64_t message_io(struct vmm_process *process, const uint64_t *args, boo
 	if (message.msg_name && sending && !file->socket_connected)
 		return -ENETUNREACH;
 	struct iovec iov[1024];
-	if (message.msg_iovlen &&
-	    guest_copy_in(process, iov, (uint64_t)(uintptr_t)message.msg_iov, message.msg_iovlen * sizeof *iov) < 0)
+	if (message.msg_iovlen && guest_copy_in(process, iov, (uint64_t)(uintptr_t)message.msg_iov,
+						message.msg_iovlen * sizeof *iov) < 0)
 		return -EFAULT;
 	for (size_t i = 0; i < message.msg_iovlen; i++)
 		if (!guest_pointer(process, (uint64_t)(uintptr_t)iov[i].iov_base, iov[i].iov_len))
@@ -356,8 +359,14 @@ static int64_t message_io(struct vmm_process *process, const uint64_t *args, boo
 	return done;
 }
 
-SYSCALL(sendmsg) { return message_io(process, args, true); }
-SYSCALL(recvmsg) { return message_io(process, args, false); }
+SYSCALL(sendmsg)
+{
+	return message_io(process, args, true);
+}
+SYSCALL(recvmsg)
+{
+	return message_io(process, args, false);
+}
 
 SYSCALL(shutdown)
 {
@@ -458,10 +467,12 @@ SYSCALL(getpeername)
 		return -EFAULT;
 	if ((int32_t)len < 0)
 		return -EINVAL;
-	struct sockaddr_in peer = {.sin_family = AF_INET, .sin_port = htons(RUNTIME_API_PORT),
+	struct sockaddr_in peer = {.sin_family = AF_INET,
+				   .sin_port = htons(RUNTIME_API_PORT),
 				   .sin_addr = {htonl(RUNTIME_API_ADDRESS)}};
 	uint32_t full = sizeof peer, copy = len < full ? len : full;
-	if (guest_copy_out(process, args[1], &peer, copy) < 0 || guest_copy_out(process, args[2], &full, sizeof full) < 0)
+	if (guest_copy_out(process, args[1], &peer, copy) < 0 ||
+	    guest_copy_out(process, args[2], &full, sizeof full) < 0)
 		return -EFAULT;
 	return 0;
 }

@@ -20,10 +20,8 @@ static bool clock_allowed(int64_t clock)
 	case CLOCK_MONOTONIC_RAW:
 	case CLOCK_REALTIME_COARSE:
 	case CLOCK_MONOTONIC_COARSE:
-	case CLOCK_BOOTTIME:
-		return true;
-	default:
-		return false;
+	case CLOCK_BOOTTIME: return true;
+	default: return false;
 	}
 }
 
@@ -98,7 +96,10 @@ static int64_t sleep_on_host(struct vmm_process *process, int64_t clock, int fla
 	}
 }
 
-SYSCALL(nanosleep) { return sleep_on_host(process, CLOCK_MONOTONIC, 0, args[0], args[1]); }
+SYSCALL(nanosleep)
+{
+	return sleep_on_host(process, CLOCK_MONOTONIC, 0, args[0], args[1]);
+}
 
 SYSCALL(clock_nanosleep)
 {

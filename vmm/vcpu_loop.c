@@ -25,7 +25,7 @@
 
 /* RFLAGS bits user code may set: CF PF AF ZF SF TF DF OF AC ID. */
 #define USER_FLAGS_MASK 0x250fd5ULL
-#define RFLAGS_FIXED 0x202ULL /* reserved bit 1 and IF */
+#define RFLAGS_FIXED    0x202ULL /* reserved bit 1 and IF */
 #define CANONICAL_LIMIT (1ULL << 47)
 
 volatile sig_atomic_t vmm_timeout_expired;
@@ -131,7 +131,10 @@ static void handle_exception(struct vmm_process *process, unsigned vector)
 		struct ember_error err;
 		if (vmm_vm_get_sregs(&process->vm, &sregs, &err) == 0)
 			snprintf(address, sizeof address, " at address %#llx (%s, %s)",
-				 (unsigned long long)sregs.cr2, (error_code & 2) ? "write" : (error_code & 16) ? "execute" : "read",
+				 (unsigned long long)sregs.cr2,
+				 (error_code & 2)    ? "write"
+				 : (error_code & 16) ? "execute"
+						     : "read",
 				 (error_code & 1) ? "protection violation" : "not mapped");
 	} else {
 		snprintf(address, sizeof address, " at address %#llx", (unsigned long long)rip);
@@ -193,15 +196,17 @@ static int handle_port_exit(struct vmm_process *process, struct ember_error *err
 	if (run->io.direction == KVM_EXIT_IO_OUT && port >= PORT_EXCEPTION_BASE &&
 	    port < PORT_EXCEPTION_BASE + 32) {
 		unsigned vector = port - PORT_EXCEPTION_BASE;
-		if (exit_from_stub(regs->rip, GUEST_STUB_EXCEPTION_OFFSET + GUEST_STUB_EXCEPTION_STRIDE * vector)) {
+		if (exit_from_stub(regs->rip,
+				   GUEST_STUB_EXCEPTION_OFFSET + GUEST_STUB_EXCEPTION_STRIDE * vector)) {
 			handle_exception(process, vector);
 			return 0;
 		}
 	}
 	char registers[512];
 	format_registers(regs, regs->rip, regs->rsp, registers, sizeof registers);
-	vmm_process_kill(process, SIGSEGV, "general protection fault: I/O port %#x access at address %#llx; %s",
-			 port, (unsigned long long)regs->rip, registers);
+	vmm_process_kill(process, SIGSEGV,
+			 "general protection fault: I/O port %#x access at address %#llx; %s", port,
+			 (unsigned long long)regs->rip, registers);
 	return 0;
 }
 
@@ -239,7 +244,8 @@ int vmm_vcpu_run(struct vmm_process *process, struct ember_error *err)
 				goto host_error;
 			break;
 		case KVM_EXIT_SHUTDOWN:
-			vmm_process_kill(process, SIGSEGV, "triple fault (the CPU could not deliver an exception) at %#llx",
+			vmm_process_kill(process, SIGSEGV,
+					 "triple fault (the CPU could not deliver an exception) at %#llx",
 					 (unsigned long long)vmm_vm_regs(vm)->rip);
 			break;
 		case KVM_EXIT_HLT:
@@ -251,12 +257,15 @@ int vmm_vcpu_run(struct vmm_process *process, struct ember_error *err)
 					 (unsigned long long)vm->run->mmio.phys_addr);
 			break;
 		case KVM_EXIT_INTERNAL_ERROR:
-			vmm_process_kill(process, SIGILL, "KVM could not emulate an instruction (internal error %u) at %#llx",
-					 vm->run->internal.suberror, (unsigned long long)vmm_vm_regs(vm)->rip);
+			vmm_process_kill(process, SIGILL,
+					 "KVM could not emulate an instruction (internal error %u) at %#llx",
+					 vm->run->internal.suberror,
+					 (unsigned long long)vmm_vm_regs(vm)->rip);
 			break;
 		case KVM_EXIT_FAIL_ENTRY:
-			ember_error_set(err, "KVM entry failed (hardware reason %#llx)",
-					(unsigned long long)vm->run->fail_entry.hardware_entry_failure_reason);
+			ember_error_set(
+				err, "KVM entry failed (hardware reason %#llx)",
+				(unsigned long long)vm->run->fail_entry.hardware_entry_failure_reason);
 			goto host_error;
 		default:
 			ember_error_set(err, "unexpected KVM exit reason %u", vm->run->exit_reason);

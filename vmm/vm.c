@@ -20,36 +20,36 @@
 #include "guest_layout.h"
 #include "snap_state.h"
 
-#define PTE_PRESENT 0x1ULL
-#define PTE_WRITE 0x2ULL
-#define PTE_USER 0x4ULL
+#define PTE_PRESENT  0x1ULL
+#define PTE_WRITE    0x2ULL
+#define PTE_USER     0x4ULL
 #define PTE_ACCESSED 0x20ULL
-#define PTE_DIRTY 0x40ULL
-#define PTE_LARGE 0x80ULL
+#define PTE_DIRTY    0x40ULL
+#define PTE_LARGE    0x80ULL
 
-#define CR0_PE 0x1ULL
-#define CR0_MP 0x2ULL
-#define CR0_ET 0x10ULL
-#define CR0_NE 0x20ULL
-#define CR0_WP 0x10000ULL
-#define CR0_AM 0x40000ULL
-#define CR0_PG 0x80000000ULL
-#define CR4_PAE 0x20ULL
-#define CR4_OSFXSR 0x200ULL
+#define CR0_PE         0x1ULL
+#define CR0_MP         0x2ULL
+#define CR0_ET         0x10ULL
+#define CR0_NE         0x20ULL
+#define CR0_WP         0x10000ULL
+#define CR0_AM         0x40000ULL
+#define CR0_PG         0x80000000ULL
+#define CR4_PAE        0x20ULL
+#define CR4_OSFXSR     0x200ULL
 #define CR4_OSXMMEXCPT 0x400ULL
-#define CR4_FSGSBASE 0x10000ULL
-#define CR4_OSXSAVE 0x40000ULL
-#define EFER_SCE 0x1ULL
-#define EFER_LME 0x100ULL
-#define EFER_LMA 0x400ULL
-#define EFER_NXE 0x800ULL
+#define CR4_FSGSBASE   0x10000ULL
+#define CR4_OSXSAVE    0x40000ULL
+#define EFER_SCE       0x1ULL
+#define EFER_LME       0x100ULL
+#define EFER_LMA       0x400ULL
+#define EFER_NXE       0x800ULL
 
-#define MSR_STAR 0xc0000081
-#define MSR_LSTAR 0xc0000082
-#define MSR_CSTAR 0xc0000083
-#define MSR_SFMASK 0xc0000084
-#define MSR_FS_BASE 0xc0000100
-#define MSR_GS_BASE 0xc0000101
+#define MSR_STAR           0xc0000081
+#define MSR_LSTAR          0xc0000082
+#define MSR_CSTAR          0xc0000083
+#define MSR_SFMASK         0xc0000084
+#define MSR_FS_BASE        0xc0000100
+#define MSR_GS_BASE        0xc0000101
 #define MSR_KERNEL_GS_BASE 0xc0000102
 
 /* RFLAGS bits cleared on `syscall`: TF, IF, DF, IOPL, NT, AC. */
@@ -57,12 +57,12 @@
 
 /* Exceptions Linux lets user code raise with `int n`: #BP (int3) and #OF. */
 #define VECTOR_BREAKPOINT 3
-#define VECTOR_OVERFLOW 4
+#define VECTOR_OVERFLOW   4
 
 /* The TSS proper is 0x68 bytes; the I/O bitmap (ports 0..63) follows. */
 #define TSS_IOMAP_OFFSET 0x68
-#define TSS_IOMAP_BYTES 8
-#define TSS_LIMIT (TSS_IOMAP_OFFSET + TSS_IOMAP_BYTES)
+#define TSS_IOMAP_BYTES  8
+#define TSS_LIMIT        (TSS_IOMAP_OFFSET + TSS_IOMAP_BYTES)
 
 void *vmm_gpa_system(struct vmm_vm *vm, uint64_t addr, uint64_t len)
 {
@@ -125,8 +125,8 @@ static void build_gdt_tss_idt(struct vmm_vm *vm)
 	 * allowing only the exit ports: under PVM the stubs run with a user
 	 * CS, so their `out` passes this check like user code's does. */
 	uint64_t tss = GUEST_TSS_ADDR, limit = TSS_LIMIT;
-	uint64_t tss_low = (limit & 0xffff) | ((tss & 0xffffff) << 16) | (0x89ULL << 40) |
-			   (((tss >> 24) & 0xff) << 56);
+	uint64_t tss_low =
+		(limit & 0xffff) | ((tss & 0xffffff) << 16) | (0x89ULL << 40) | (((tss >> 24) & 0xff) << 56);
 	write_u64(vm, GUEST_GDT_ADDR + GUEST_SEL_TSS, tss_low);
 	write_u64(vm, GUEST_GDT_ADDR + GUEST_SEL_TSS + 8, tss >> 32);
 	write_u64(vm, GUEST_TSS_ADDR + 4, GUEST_KSTACK_TOP); /* RSP0 */
@@ -134,14 +134,14 @@ static void build_gdt_tss_idt(struct vmm_vm *vm)
 	memcpy(vmm_gpa_system(vm, GUEST_TSS_ADDR + 0x66, 2), &iomap_base, 2);
 	uint8_t *iomap = vmm_gpa_system(vm, GUEST_TSS_ADDR + TSS_IOMAP_OFFSET, TSS_IOMAP_BYTES + 1);
 	memset(iomap, 0xff, TSS_IOMAP_BYTES + 1); /* trailing 0xff byte is required */
-	iomap[PORT_SYSCALL / 8] &= (uint8_t)~(1u << (PORT_SYSCALL % 8));
+	iomap[PORT_SYSCALL / 8] &= (uint8_t) ~(1u << (PORT_SYSCALL % 8));
 	for (unsigned port = PORT_EXCEPTION_BASE; port < PORT_EXCEPTION_BASE + 32; port++)
-		iomap[port / 8] &= (uint8_t)~(1u << (port % 8));
+		iomap[port / 8] &= (uint8_t) ~(1u << (port % 8));
 
 	/* IDT: vectors 0..31 point at their exit stubs; the rest are absent. */
 	for (uint64_t vector = 0; vector < 32; vector++) {
-		uint64_t handler = GUEST_STUB_ADDR + GUEST_STUB_EXCEPTION_OFFSET +
-				   GUEST_STUB_EXCEPTION_STRIDE * vector;
+		uint64_t handler =
+			GUEST_STUB_ADDR + GUEST_STUB_EXCEPTION_OFFSET + GUEST_STUB_EXCEPTION_STRIDE * vector;
 		uint64_t dpl = (vector == VECTOR_BREAKPOINT || vector == VECTOR_OVERFLOW) ? 3 : 0;
 		uint64_t low = (handler & 0xffff) | ((uint64_t)GUEST_SEL_KERNEL_CS << 16) |
 			       ((0x8eULL | (dpl << 5)) << 40) | (((handler >> 16) & 0xffff) << 48);
@@ -164,8 +164,16 @@ static void build_gdt_tss_idt(struct vmm_vm *vm)
 static struct kvm_segment user_segment(uint16_t selector, uint8_t type, bool code)
 {
 	struct kvm_segment s = {
-		.base = 0, .limit = 0xffffffff, .selector = selector, .type = type,
-		.present = 1, .dpl = 3, .db = code ? 0 : 1, .s = 1, .l = code ? 1 : 0, .g = 1,
+		.base = 0,
+		.limit = 0xffffffff,
+		.selector = selector,
+		.type = type,
+		.present = 1,
+		.dpl = 3,
+		.db = code ? 0 : 1,
+		.s = 1,
+		.l = code ? 1 : 0,
+		.g = 1,
 	};
 	return s;
 }
@@ -219,8 +227,8 @@ static int setup_special_registers(struct vmm_vm *vm, struct ember_error *err)
 		return ember_error_errno(err, errno, "KVM_GET_SREGS");
 	sregs.cr0 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_AM | CR0_PG;
 	sregs.cr3 = GUEST_PML4_ADDR;
-	sregs.cr4 = CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT | CR4_OSXSAVE |
-		    (vm->has_fsgsbase ? CR4_FSGSBASE : 0);
+	sregs.cr4 =
+		CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT | CR4_OSXSAVE | (vm->has_fsgsbase ? CR4_FSGSBASE : 0);
 	sregs.efer = EFER_SCE | EFER_LME | EFER_LMA | EFER_NXE;
 	sregs.cs = user_segment(GUEST_SEL_USER_CS, 11, true);
 	sregs.ss = user_segment(GUEST_SEL_USER_DS, 3, false);
@@ -230,8 +238,12 @@ static int setup_special_registers(struct vmm_vm *vm, struct ember_error *err)
 	sregs.idt.base = GUEST_IDT_ADDR;
 	sregs.idt.limit = 32 * 16 - 1;
 	struct kvm_segment tr = {
-		.base = GUEST_TSS_ADDR, .limit = TSS_LIMIT, .selector = GUEST_SEL_TSS,
-		.type = 11, .present = 1, .s = 0,
+		.base = GUEST_TSS_ADDR,
+		.limit = TSS_LIMIT,
+		.selector = GUEST_SEL_TSS,
+		.type = 11,
+		.present = 1,
+		.s = 0,
 	};
 	sregs.tr = tr;
 	struct kvm_segment ldt = {.selector = 0, .type = 2, .present = 0, .unusable = 1};
@@ -248,17 +260,18 @@ static int setup_msrs(struct vmm_vm *vm, struct ember_error *err)
 		struct kvm_msr_entry entries[7];
 	} msrs = {
 		.header = {.nmsrs = 7},
-		.entries = {
-			{.index = MSR_STAR,
-			 .data = ((uint64_t)(GUEST_SEL_USER_CS - 16) << 48) |
-				 ((uint64_t)GUEST_SEL_KERNEL_CS << 32)},
-			{.index = MSR_LSTAR, .data = GUEST_STUB_ADDR + GUEST_STUB_SYSCALL_OFFSET},
-			{.index = MSR_CSTAR, .data = GUEST_STUB_ADDR + GUEST_STUB_SYSCALL_OFFSET},
-			{.index = MSR_SFMASK, .data = SYSCALL_FLAG_MASK},
-			{.index = MSR_FS_BASE, .data = 0},
-			{.index = MSR_GS_BASE, .data = 0},
-			{.index = MSR_KERNEL_GS_BASE, .data = 0},
-		},
+		.entries =
+			{
+				{.index = MSR_STAR,
+				 .data = ((uint64_t)(GUEST_SEL_USER_CS - 16) << 48) |
+					 ((uint64_t)GUEST_SEL_KERNEL_CS << 32)},
+				{.index = MSR_LSTAR, .data = GUEST_STUB_ADDR + GUEST_STUB_SYSCALL_OFFSET},
+				{.index = MSR_CSTAR, .data = GUEST_STUB_ADDR + GUEST_STUB_SYSCALL_OFFSET},
+				{.index = MSR_SFMASK, .data = SYSCALL_FLAG_MASK},
+				{.index = MSR_FS_BASE, .data = 0},
+				{.index = MSR_GS_BASE, .data = 0},
+				{.index = MSR_KERNEL_GS_BASE, .data = 0},
+			},
 	};
 	int n = ioctl(vm->vcpu_fd, KVM_SET_MSRS, &msrs);
 	if (n != 7)
@@ -281,7 +294,7 @@ static int create_kvm_objects(struct vmm_vm *vm, int mem_fd, struct cpuid_query 
 	if (query) {
 		query->kvm_fd = vm->kvm_fd;
 		query->table = calloc(1, sizeof(struct kvm_cpuid2) +
-					      CPUID_MAX_ENTRIES * sizeof(struct kvm_cpuid_entry2));
+						 CPUID_MAX_ENTRIES * sizeof(struct kvm_cpuid_entry2));
 		if (!query->table)
 			return ember_error_set(err, "allocate the CPUID table: out of memory");
 		if (pthread_create(cpuid_thread, NULL, query_supported_cpuid, query) != 0)
@@ -309,7 +322,9 @@ static int create_kvm_objects(struct vmm_vm *vm, int mem_fd, struct cpuid_query 
 	if (mem_fd < 0)
 		madvise(vm->mem + GUEST_SYSTEM_END, vm->mem_size - GUEST_SYSTEM_END, MADV_HUGEPAGE);
 	struct kvm_userspace_memory_region region = {
-		.slot = 0, .guest_phys_addr = 0, .memory_size = vm->mem_size,
+		.slot = 0,
+		.guest_phys_addr = 0,
+		.memory_size = vm->mem_size,
 		.userspace_addr = (uint64_t)(uintptr_t)vm->mem,
 	};
 	if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &region) < 0)
@@ -440,7 +455,7 @@ int vmm_vm_save_vcpu(struct vmm_vm *vm, struct snap_vcpu *state, struct ember_er
 	if (rc == 0 || (errno != EINTR && errno != EAGAIN))
 		return ember_error_errno(err, rc == 0 ? EPROTO : errno, "settle the vCPU before saving");
 	memset(state, 0, sizeof *state);
-	static const uint32_t saved_msrs[] = {MSR_STAR, MSR_LSTAR, MSR_CSTAR, MSR_SFMASK,
+	static const uint32_t saved_msrs[] = {MSR_STAR,    MSR_LSTAR,   MSR_CSTAR,         MSR_SFMASK,
 					      MSR_FS_BASE, MSR_GS_BASE, MSR_KERNEL_GS_BASE};
 	struct {
 		struct kvm_msrs header;
@@ -467,9 +482,11 @@ int vmm_vm_save_vcpu(struct vmm_vm *vm, struct snap_vcpu *state, struct ember_er
 	}
 	state->cpuid_count = vm->cpuid ? vm->cpuid->nent : 0;
 	if (state->cpuid_count > SNAP_MAX_CPUID)
-		return ember_error_set(err, "CPUID table of %u entries is too large to save", state->cpuid_count);
+		return ember_error_set(err, "CPUID table of %u entries is too large to save",
+				       state->cpuid_count);
 	if (state->cpuid_count)
-		memcpy(state->cpuid, vm->cpuid->entries, state->cpuid_count * sizeof(struct kvm_cpuid_entry2));
+		memcpy(state->cpuid, vm->cpuid->entries,
+		       state->cpuid_count * sizeof(struct kvm_cpuid_entry2));
 	vm->regs_cache = state->regs;
 	if (vm->sync_regs)
 		vm->run->s.regs.regs = state->regs;
@@ -539,8 +556,7 @@ int vmm_vm_set_segment_base(struct vmm_vm *vm, bool gs, uint64_t base, struct em
 	struct {
 		struct kvm_msrs header;
 		struct kvm_msr_entry entry;
-	} msrs = {.header = {.nmsrs = 1},
-		  .entry = {.index = gs ? MSR_GS_BASE : MSR_FS_BASE, .data = base}};
+	} msrs = {.header = {.nmsrs = 1}, .entry = {.index = gs ? MSR_GS_BASE : MSR_FS_BASE, .data = base}};
 	if (ioctl(vm->vcpu_fd, KVM_SET_MSRS, &msrs) != 1)
 		return ember_error_errno(err, errno, "set %s base", gs ? "GS" : "FS");
 	return 0;

@@ -20,13 +20,13 @@ struct vmm_vm {
 	int kvm_fd;
 	int vm_fd;
 	int vcpu_fd;
-	struct kvm_run *run;  /* the vCPU's shared run page (sync regs live here) */
+	struct kvm_run *run; /* the vCPU's shared run page (sync regs live here) */
 	size_t run_size;
-	uint8_t *mem;         /* host mapping of guest memory [0, mem_size) */
-	uint64_t mem_size;    /* a multiple of 2 MiB */
-	bool sync_regs;       /* KVM_CAP_SYNC_REGS: registers travel in `run` */
+	uint8_t *mem;      /* host mapping of guest memory [0, mem_size) */
+	uint64_t mem_size; /* a multiple of 2 MiB */
+	bool sync_regs;    /* KVM_CAP_SYNC_REGS: registers travel in `run` */
 	bool has_fsgsbase;
-	bool memory_from_file; /* restored: guest memory is a private file mapping */
+	bool memory_from_file;      /* restored: guest memory is a private file mapping */
 	struct kvm_cpuid2 *cpuid;   /* the table given to KVM_SET_CPUID2 (owned) */
 	struct kvm_regs regs_cache; /* used when sync regs are unavailable */
 	bool regs_dirty;

@@ -33,23 +33,23 @@
 #include "function_config.h"
 #include "runtime_api.h"
 
-#define EXIT_OK 0
+#define EXIT_OK             0
 #define EXIT_FUNCTION_ERROR 1
-#define EXIT_USAGE 2
-#define EXIT_TIMEOUT 3
+#define EXIT_USAGE          2
+#define EXIT_TIMEOUT        3
 #define EXIT_RUNTIME_FAILED 4
-#define EXIT_HOST_ERROR 5
-#define LOG_CAP (4u << 20) /* function output relayed to stderr, at most */
+#define EXIT_HOST_ERROR     5
+#define LOG_CAP             (4u << 20) /* function output relayed to stderr, at most */
 
 enum outcome { PENDING, RESPONDED, FUNCTION_ERROR, RESPONSE_BROKEN, INIT_ERROR };
 
 struct invocation {
 	pthread_mutex_t lock;
-	int wake[2];              /* written by callbacks to wake the main loop */
+	int wake[2]; /* written by callbacks to wake the main loop */
 	char request_id[40];
 	enum outcome outcome;
 	char error_type[WK_RAPI_ERROR_TYPE_MAX + 1];
-	char *error_body;         /* owned */
+	char *error_body; /* owned */
 	size_t error_body_length;
 	uint64_t response_bytes;
 };
@@ -96,9 +96,7 @@ static void on_finished(void *ctx, const char *request_id, const struct wk_rapi_
 	if (strcmp(request_id, inv->request_id) != 0)
 		return;
 	switch (end->outcome) {
-	case WK_RAPI_RESPONSE_COMPLETE:
-		finish(inv, RESPONDED, NULL, NULL, 0);
-		break;
+	case WK_RAPI_RESPONSE_COMPLETE: finish(inv, RESPONDED, NULL, NULL, 0); break;
 	case WK_RAPI_RESPONSE_FUNCTION_ERROR:
 		finish(inv, FUNCTION_ERROR, end->error_type, end->error_body, end->error_body_length);
 		break;
@@ -154,7 +152,8 @@ static int control_command(const char *socket_path, uint16_t command, struct emb
 static int wait_until_paused(const char *socket_path, struct ember_error *err)
 {
 	for (int attempt = 0; attempt < 10000; attempt++) {
-		if (access(socket_path, F_OK) == 0 && control_command(socket_path, EMBER_CONTROL_STATS, err) == 0)
+		if (access(socket_path, F_OK) == 0 &&
+		    control_command(socket_path, EMBER_CONTROL_STATS, err) == 0)
 			return 0;
 		usleep(1000);
 	}
@@ -169,7 +168,8 @@ static void usage(FILE *out)
 		     "  --event FILE  the JSON event (`-` for stdin; default {})\n"
 		     "  --timeout S   the invocation timeout (default: the function's)\n"
 		     "  --warm        restore paused and pre-touched first; report event-in-to-result-out\n"
-		     "Exit status: 0 ok, 1 function error, 2 usage, 3 timeout, 4 runtime failure, 5 host error.\n");
+		     "Exit status: 0 ok, 1 function error, 2 usage, 3 timeout, 4 runtime failure, 5 host "
+		     "error.\n");
 }
 
 /* Reads at most WK_RAPI_PAYLOAD_MAX bytes; -1 with err if larger. */
@@ -272,7 +272,8 @@ int main(int argc, char **argv)
 			char *end;
 			timeout = strtod(argv[++i], &end);
 			if (*end || !(timeout > 0 && timeout <= 900)) {
-				fprintf(stderr, "ember-invoke: --timeout %s: expected seconds in (0, 900]\n", argv[i]);
+				fprintf(stderr, "ember-invoke: --timeout %s: expected seconds in (0, 900]\n",
+					argv[i]);
 				return EXIT_USAGE;
 			}
 		} else if (argv[i][0] != '-' && !dir) {
@@ -325,8 +326,10 @@ int main(int argc, char **argv)
 		goto fail;
 	snprintf(socket_path, sizeof socket_path, "%s/runtime-api.sock", socket_dir);
 	struct wk_rapi_callbacks callbacks = {
-		.response_chunk = on_chunk, .response_finished = on_finished,
-		.invocation_error = on_invocation_error, .init_error = on_init_error,
+		.response_chunk = on_chunk,
+		.response_finished = on_finished,
+		.invocation_error = on_invocation_error,
+		.init_error = on_init_error,
 		.protocol_error = on_protocol_error,
 	};
 	if (wk_rapi_server_start(&server, socket_path, &callbacks, &inv, &err) < 0)
@@ -337,8 +340,12 @@ int main(int argc, char **argv)
 	char trace[96];
 	snprintf(trace, sizeof trace, "Root=1-%08" PRIx64 "-%.24s", deadline / 1000, inv.request_id + 9);
 	struct wk_rapi_event rapi_event = {
-		.request_id = inv.request_id, .deadline_ms = deadline, .invoked_function_arn = arn,
-		.trace_id = trace, .body = event, .body_length = event_length,
+		.request_id = inv.request_id,
+		.deadline_ms = deadline,
+		.invoked_function_arn = arn,
+		.trace_id = trace,
+		.body = event,
+		.body_length = event_length,
 	};
 	if (!warm && wk_rapi_push_event(server, &rapi_event, &err) < 0)
 		goto fail;
@@ -350,12 +357,14 @@ int main(int argc, char **argv)
 	/* The layers are named here, never taken from the snapshot's record. */
 	char root[PATH_MAX], task[PATH_MAX];
 	snprintf(task, sizeof task, "%s/task", dir);
-	if (ember_sibling_path(strcmp(config.runtime, "python3") == 0 ? "../rootfs/python3" : "../rootfs/base", root,
-			       sizeof root, &err) < 0)
+	if (ember_sibling_path(strcmp(config.runtime, "python3") == 0 ? "../rootfs/python3"
+								      : "../rootfs/base",
+			       root, sizeof root, &err) < 0)
 		goto fail;
-	char *vmm_argv[] = {vmm, "restore", snapshot, "--root", root, "--task", task, "--runtime-api", socket_path,
-			    "--timeout", timeout_text, warm ? "--paused" : NULL, "--pretouch", "--control-sock",
-			    control_path, NULL};
+	char *vmm_argv[] = {vmm,          "restore",        snapshot,     "--root",
+			    root,         "--task",         task,         "--runtime-api",
+			    socket_path,  "--timeout",      timeout_text, warm ? "--paused" : NULL,
+			    "--pretouch", "--control-sock", control_path, NULL};
 	if (ember_spawn(vmm_argv, -1, &pid, &log_fd, &err) < 0)
 		goto fail;
 	struct timespec event_in;
@@ -377,7 +386,8 @@ int main(int argc, char **argv)
 		uint64_t elapsed = now_ms(CLOCK_MONOTONIC) - started;
 		if (elapsed >= limit)
 			break;
-		struct pollfd fds[2] = {{.fd = inv.wake[0], .events = POLLIN}, {.fd = log_fd, .events = POLLIN}};
+		struct pollfd fds[2] = {{.fd = inv.wake[0], .events = POLLIN},
+					{.fd = log_fd, .events = POLLIN}};
 		int n = poll(fds, vm_running ? 2 : 1, (int)(limit - elapsed));
 		if (n < 0 && errno != EINTR) {
 			ember_error_errno(&err, errno, "poll");
@@ -416,29 +426,30 @@ int main(int argc, char **argv)
 	server = NULL;
 	fflush(stdout);
 	switch (outcome) {
-	case RESPONDED:
-		exit_code = EXIT_OK;
-		break;
+	case RESPONDED: exit_code = EXIT_OK; break;
 	case FUNCTION_ERROR:
 		fwrite(inv.error_body ? inv.error_body : "", 1, inv.error_body_length, stdout);
 		fflush(stdout);
-		fprintf(stderr, "ember-invoke: function error: %s\n", inv.error_type[0] ? inv.error_type : "(no type)");
+		fprintf(stderr, "ember-invoke: function error: %s\n",
+			inv.error_type[0] ? inv.error_type : "(no type)");
 		exit_code = EXIT_FUNCTION_ERROR;
 		break;
 	case RESPONSE_BROKEN:
-		fprintf(stderr, "ember-invoke: the response was not delivered whole (%s after %" PRIu64 " bytes)\n",
+		fprintf(stderr,
+			"ember-invoke: the response was not delivered whole (%s after %" PRIu64 " bytes)\n",
 			inv.error_type, inv.response_bytes);
 		exit_code = EXIT_RUNTIME_FAILED;
 		break;
 	case INIT_ERROR:
-		fprintf(stderr, "ember-invoke: the runtime reported an init error (%s): %.*s\n", inv.error_type,
-			(int)(inv.error_body_length > 4096 ? 4096 : inv.error_body_length),
+		fprintf(stderr, "ember-invoke: the runtime reported an init error (%s): %.*s\n",
+			inv.error_type, (int)(inv.error_body_length > 4096 ? 4096 : inv.error_body_length),
 			inv.error_body ? inv.error_body : "");
 		exit_code = EXIT_RUNTIME_FAILED;
 		break;
 	case PENDING:
 		if (vm_running || (WIFEXITED(vm_status) && WEXITSTATUS(vm_status) == 124)) {
-			fprintf(stderr, "ember-invoke: timed out after %g s; the VM was destroyed\n", timeout);
+			fprintf(stderr, "ember-invoke: timed out after %g s; the VM was destroyed\n",
+				timeout);
 			exit_code = EXIT_TIMEOUT;
 		} else if (WIFEXITED(vm_status)) {
 			fprintf(stderr, "ember-invoke: the runtime exited with status %d before answering\n",

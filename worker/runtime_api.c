@@ -31,25 +31,25 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#define PATH_NEXT "/2018-06-01/runtime/invocation/next"
+#define PATH_NEXT       "/2018-06-01/runtime/invocation/next"
 #define PATH_INIT_ERROR "/2018-06-01/runtime/init/error"
 #define PATH_INVOCATION "/2018-06-01/runtime/invocation/"
 
-#define HEADER_REQUEST_ID "Lambda-Runtime-Aws-Request-Id"
-#define HEADER_DEADLINE "Lambda-Runtime-Deadline-Ms"
-#define HEADER_FUNCTION_ARN "Lambda-Runtime-Invoked-Function-Arn"
-#define HEADER_TRACE_ID "Lambda-Runtime-Trace-Id"
-#define HEADER_CLIENT_CONTEXT "Lambda-Runtime-Client-Context"
+#define HEADER_REQUEST_ID       "Lambda-Runtime-Aws-Request-Id"
+#define HEADER_DEADLINE         "Lambda-Runtime-Deadline-Ms"
+#define HEADER_FUNCTION_ARN     "Lambda-Runtime-Invoked-Function-Arn"
+#define HEADER_TRACE_ID         "Lambda-Runtime-Trace-Id"
+#define HEADER_CLIENT_CONTEXT   "Lambda-Runtime-Client-Context"
 #define HEADER_COGNITO_IDENTITY "Lambda-Runtime-Cognito-Identity"
-#define HEADER_RESPONSE_MODE "Lambda-Runtime-Function-Response-Mode"
-#define HEADER_ERROR_TYPE "Lambda-Runtime-Function-Error-Type"
-#define HEADER_ERROR_BODY "Lambda-Runtime-Function-Error-Body"
+#define HEADER_RESPONSE_MODE    "Lambda-Runtime-Function-Response-Mode"
+#define HEADER_ERROR_TYPE       "Lambda-Runtime-Function-Error-Type"
+#define HEADER_ERROR_BODY       "Lambda-Runtime-Function-Error-Body"
 
 /* Per-connection memory for MHD: the read buffer, headers and trailers.
  * Bigger headers or trailers get MHD's own 431 or 413. */
 #define CONNECTION_MEMORY (128u << 10)
 /* protocol_error messages, and how much of a path one quotes. */
-#define MESSAGE_MAX 512
+#define MESSAGE_MAX     512
 #define QUOTED_PATH_MAX 96
 
 _Static_assert(WK_RAPI_PAYLOAD_MAX < WK_RAPI_STREAMED_RESPONSE_MAX, "streamed limit is the larger");
@@ -104,23 +104,23 @@ struct request {
 	const char *error_message;
 
 	/* REQUEST_NEXT */
-	bool next_reported;      /* next_requested was called */
-	bool waiting;            /* in the server's waiter queue, suspended */
+	bool next_reported; /* next_requested was called */
+	bool waiting;       /* in the server's waiter queue, suspended */
 	struct request *next_waiter;
-	bool assigned;           /* an event (request_id) was given to it */
+	bool assigned; /* an event (request_id) was given to it */
 
 	/* bodies */
-	uint64_t limit;          /* bytes passed on or kept, at most */
-	uint64_t received;       /* bytes passed on or kept */
-	uint64_t discarded;      /* bytes thrown away */
-	bool over_limit;         /* the body went past `limit`: answer 413 */
-	bool ended;              /* the terminal callback was made */
+	uint64_t limit;     /* bytes passed on or kept, at most */
+	uint64_t received;  /* bytes passed on or kept */
+	uint64_t discarded; /* bytes thrown away */
+	bool over_limit;    /* the body went past `limit`: answer 413 */
+	bool ended;         /* the terminal callback was made */
 
 	/* REQUEST_RESPONSE */
 	bool streaming;
 
 	/* REQUEST_INVOCATION_ERROR, REQUEST_INIT_ERROR */
-	char *error_type_value;  /* NULL: no header */
+	char *error_type_value; /* NULL: no header */
 	unsigned char *body;
 	size_t body_length;
 	size_t body_capacity;
@@ -142,7 +142,7 @@ struct wk_rapi_server {
 	struct invocation *invocations; /* push order */
 	struct request *waiters_head;   /* FIFO of suspended GET /next */
 	struct request *waiters_tail;
-	bool next_seen;                 /* a GET /next came: init is over */
+	bool next_seen; /* a GET /next came: init is over */
 
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	dev_t socket_device;
@@ -157,8 +157,7 @@ bool wk_rapi_request_id_valid(const char *id, size_t length)
 		return false;
 	for (size_t i = 0; i < length; i++) {
 		char c = id[i];
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-		      c == '-'))
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-'))
 			return false;
 	}
 	return true;
@@ -407,16 +406,14 @@ static void remove_waiter(struct wk_rapi_server *server, struct request *request
 
 /* ---- answers ------------------------------------------------------------------------------ */
 
-static enum MHD_Result queue_json(struct MHD_Connection *connection, unsigned int status,
-				  const char *json)
+static enum MHD_Result queue_json(struct MHD_Connection *connection, unsigned int status, const char *json)
 {
 	struct MHD_Response *response =
 		MHD_create_response_from_buffer(strlen(json), (void *)json, MHD_RESPMEM_MUST_COPY);
 	if (response == NULL)
 		return MHD_NO;
 	enum MHD_Result result = MHD_NO;
-	if (MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json") ==
-	    MHD_YES)
+	if (MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json") == MHD_YES)
 		result = MHD_queue_response(connection, status, response);
 	MHD_destroy_response(response);
 	return result;
@@ -429,8 +426,8 @@ static enum MHD_Result queue_accepted(struct MHD_Connection *connection)
 
 /* The {"errorMessage","errorType"} answer; both strings are ours, plain
  * ASCII without quotes or backslashes. */
-static enum MHD_Result queue_error(struct MHD_Connection *connection, unsigned int status,
-				   const char *type, const char *message)
+static enum MHD_Result queue_error(struct MHD_Connection *connection, unsigned int status, const char *type,
+				   const char *message)
 {
 	char json[MESSAGE_MAX];
 	snprintf(json, sizeof json, "{\"errorMessage\":\"%s\",\"errorType\":\"%s\"}", message, type);
@@ -491,20 +488,20 @@ static void refuse(struct wk_rapi_server *server, struct request *request, const
 	request->status = status;
 	request->error_type = type;
 	request->error_message = message;
-	report_protocol_error(server, "%s %s: %s (answered %u %s)", quoted_method, quoted_path,
-			      message, status, type);
+	report_protocol_error(server, "%s %s: %s (answered %u %s)", quoted_method, quoted_path, message,
+			      status, type);
 }
 
 /* The body length the request declared, or -1 when it declared none or is
  * chunked. */
 static long long declared_length(struct MHD_Connection *connection)
 {
-	const char *encoding = MHD_lookup_connection_value(connection, MHD_HEADER_KIND,
-							   MHD_HTTP_HEADER_TRANSFER_ENCODING);
+	const char *encoding =
+		MHD_lookup_connection_value(connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
 	if (encoding != NULL)
 		return -1;
-	const char *length = MHD_lookup_connection_value(connection, MHD_HEADER_KIND,
-							 MHD_HTTP_HEADER_CONTENT_LENGTH);
+	const char *length =
+		MHD_lookup_connection_value(connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
 	if (length == NULL || length[0] == '\0')
 		return -1;
 	unsigned long long value = 0;
@@ -572,8 +569,8 @@ static bool split_invocation_path(const char *url, char *id, size_t id_size, con
 }
 
 /* Called once the headers are in: decides what the request is. */
-static enum MHD_Result begin_request(struct wk_rapi_server *server, struct request *request,
-				     const char *url, const char *method)
+static enum MHD_Result begin_request(struct wk_rapi_server *server, struct request *request, const char *url,
+				     const char *method)
 {
 	struct MHD_Connection *connection = request->connection;
 	const char *action = NULL;
@@ -586,8 +583,7 @@ static enum MHD_Result begin_request(struct wk_rapi_server *server, struct reque
 		/* Where this body ends is unclear: answer now; MHD then closes. */
 		refuse(server, request, method, url, MHD_HTTP_BAD_REQUEST, "InvalidHeader",
 		       "ambiguous Content-Length or Transfer-Encoding");
-		return queue_error(connection, request->status, request->error_type,
-				   request->error_message);
+		return queue_error(connection, request->status, request->error_type, request->error_message);
 	}
 	if (strcmp(url, PATH_NEXT) == 0 && get) {
 		request->kind = REQUEST_NEXT;
@@ -599,12 +595,11 @@ static enum MHD_Result begin_request(struct wk_rapi_server *server, struct reque
 		if (too_late)
 			refuse(server, request, method, url, MHD_HTTP_FORBIDDEN, "InvalidStateTransition",
 			       "init error after the runtime asked for an event");
-	} else if (post && split_invocation_path(url, request->request_id,
-						 sizeof request->request_id, &action, &id_length)) {
-		request->kind = strcmp(action, "response") == 0 ? REQUEST_RESPONSE
-								: REQUEST_INVOCATION_ERROR;
-		const char *content_type = MHD_lookup_connection_value(
-			connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+	} else if (post && split_invocation_path(url, request->request_id, sizeof request->request_id,
+						 &action, &id_length)) {
+		request->kind = strcmp(action, "response") == 0 ? REQUEST_RESPONSE : REQUEST_INVOCATION_ERROR;
+		const char *content_type = MHD_lookup_connection_value(connection, MHD_HEADER_KIND,
+								       MHD_HTTP_HEADER_CONTENT_TYPE);
 		if (!wk_rapi_request_id_valid(request->request_id, id_length)) {
 			refuse(server, request, method, url, MHD_HTTP_BAD_REQUEST, "InvalidRequestID",
 			       "malformed request id");
@@ -625,15 +620,15 @@ static enum MHD_Result begin_request(struct wk_rapi_server *server, struct reque
 				invocation->state = INVOCATION_ANSWERING;
 			pthread_mutex_unlock(&server->lock);
 			if (why != NULL)
-				refuse(server, request, method, url, MHD_HTTP_BAD_REQUEST,
-				       "InvalidRequestID", why);
+				refuse(server, request, method, url, MHD_HTTP_BAD_REQUEST, "InvalidRequestID",
+				       why);
 		}
 		if (request->kind == REQUEST_RESPONSE) {
 			const char *mode = MHD_lookup_connection_value(connection, MHD_HEADER_KIND,
 								       HEADER_RESPONSE_MODE);
 			request->streaming = mode != NULL && strcasecmp(mode, "streaming") == 0;
-			request->limit = request->streaming ? WK_RAPI_STREAMED_RESPONSE_MAX
-							    : WK_RAPI_PAYLOAD_MAX;
+			request->limit =
+				request->streaming ? WK_RAPI_STREAMED_RESPONSE_MAX : WK_RAPI_PAYLOAD_MAX;
 			if (server->callbacks.response_started != NULL && reporting(server))
 				server->callbacks.response_started(server->ctx, request->request_id,
 								   request->streaming, content_type);
@@ -683,11 +678,9 @@ static enum MHD_Result begin_request(struct wk_rapi_server *server, struct reque
 		report_error(server, request, true);
 		return queue_too_large(connection, request->limit);
 	case REQUEST_NEXT:
-		report_protocol_error(server, "GET /next declares a %lld-byte body (answered 413)",
-				      length);
+		report_protocol_error(server, "GET /next declares a %lld-byte body (answered 413)", length);
 		return queue_too_large(connection, request->limit);
-	case REQUEST_REFUSED:
-		break;
+	case REQUEST_REFUSED: break;
 	}
 	return queue_error(connection, request->status, request->error_type, request->error_message);
 }
@@ -718,8 +711,8 @@ static size_t keep_error_body(struct request *request, const char *data, size_t 
 }
 
 /* Called for each piece of body as it arrives. */
-static enum MHD_Result take_body(struct wk_rapi_server *server, struct request *request,
-				 const char *data, size_t length)
+static enum MHD_Result take_body(struct wk_rapi_server *server, struct request *request, const char *data,
+				 size_t length)
 {
 	size_t kept = 0;
 	if (request->kind == REQUEST_RESPONSE && !request->ended) {
@@ -736,8 +729,7 @@ static enum MHD_Result take_body(struct wk_rapi_server *server, struct request *
 			pthread_mutex_lock(&server->lock);
 			remove_invocation(server, request->request_id);
 			pthread_mutex_unlock(&server->lock);
-			report_response_finished(server, request, WK_RAPI_RESPONSE_TOO_LARGE, NULL, NULL,
-						 0);
+			report_response_finished(server, request, WK_RAPI_RESPONSE_TOO_LARGE, NULL, NULL, 0);
 		}
 	} else if (request->kind == REQUEST_INVOCATION_ERROR || request->kind == REQUEST_INIT_ERROR) {
 		if (!request->over_limit) {
@@ -823,16 +815,16 @@ static enum MHD_Result finish_response(struct wk_rapi_server *server, struct req
 	remove_invocation(server, request->request_id);
 	pthread_mutex_unlock(&server->lock);
 
-	const char *type = MHD_lookup_connection_value(request->connection, MHD_FOOTER_KIND,
-						       HEADER_ERROR_TYPE);
+	const char *type =
+		MHD_lookup_connection_value(request->connection, MHD_FOOTER_KIND, HEADER_ERROR_TYPE);
 	if (type == NULL) {
 		report_response_finished(server, request, WK_RAPI_RESPONSE_COMPLETE, NULL, NULL, 0);
 		return queue_accepted(request->connection);
 	}
 	char error_type[WK_RAPI_ERROR_TYPE_MAX + 1];
 	snprintf(error_type, sizeof error_type, "%s", type);
-	const char *encoded = MHD_lookup_connection_value(request->connection, MHD_FOOTER_KIND,
-							  HEADER_ERROR_BODY);
+	const char *encoded =
+		MHD_lookup_connection_value(request->connection, MHD_FOOTER_KIND, HEADER_ERROR_BODY);
 	unsigned char *decoded = NULL;
 	const void *error_body = NULL;
 	size_t error_body_length = 0;
@@ -851,8 +843,8 @@ static enum MHD_Result finish_response(struct wk_rapi_server *server, struct req
 			error_body_length = encoded_length;
 		}
 	}
-	report_response_finished(server, request, WK_RAPI_RESPONSE_FUNCTION_ERROR, error_type,
-				 error_body, error_body_length);
+	report_response_finished(server, request, WK_RAPI_RESPONSE_FUNCTION_ERROR, error_type, error_body,
+				 error_body_length);
 	free(decoded);
 	return queue_accepted(request->connection);
 }
@@ -874,10 +866,9 @@ static enum MHD_Result finish_error(struct wk_rapi_server *server, struct reques
 }
 
 /* MHD's access handler: see the top of this file. */
-static enum MHD_Result handle_request(void *cls, struct MHD_Connection *connection,
-				      const char *url, const char *method, const char *version,
-				      const char *upload_data, size_t *upload_data_size,
-				      void **request_slot)
+static enum MHD_Result handle_request(void *cls, struct MHD_Connection *connection, const char *url,
+				      const char *method, const char *version, const char *upload_data,
+				      size_t *upload_data_size, void **request_slot)
 {
 	struct wk_rapi_server *server = cls;
 	struct request *request = *request_slot;
@@ -899,15 +890,11 @@ static enum MHD_Result handle_request(void *cls, struct MHD_Connection *connecti
 		return take_body(server, request, upload_data, length);
 	}
 	switch (request->kind) {
-	case REQUEST_NEXT:
-		return finish_next(server, request);
-	case REQUEST_RESPONSE:
-		return finish_response(server, request);
+	case REQUEST_NEXT: return finish_next(server, request);
+	case REQUEST_RESPONSE: return finish_response(server, request);
 	case REQUEST_INVOCATION_ERROR:
-	case REQUEST_INIT_ERROR:
-		return finish_error(server, request);
-	case REQUEST_REFUSED:
-		break;
+	case REQUEST_INIT_ERROR: return finish_error(server, request);
+	case REQUEST_REFUSED: break;
 	}
 	return queue_error(connection, request->status, request->error_type, request->error_message);
 }
@@ -924,17 +911,17 @@ static void request_completed(void *cls, struct MHD_Connection *connection, void
 	*request_slot = NULL;
 
 	bool requeued = false;
-	bool unfinished = !request->ended && (request->kind == REQUEST_RESPONSE ||
-					      request->kind == REQUEST_INVOCATION_ERROR ||
-					      request->kind == REQUEST_INIT_ERROR);
+	bool unfinished = !request->ended &&
+			  (request->kind == REQUEST_RESPONSE || request->kind == REQUEST_INVOCATION_ERROR ||
+			   request->kind == REQUEST_INIT_ERROR);
 	pthread_mutex_lock(&server->lock);
 	if (request->waiting)
 		remove_waiter(server, request);
 	if (request->kind == REQUEST_NEXT && request->assigned &&
 	    code != MHD_REQUEST_TERMINATED_COMPLETED_OK) {
 		struct invocation *invocation = find_invocation(server, request->request_id);
-		if (invocation != NULL && (invocation->state == INVOCATION_ASSIGNED ||
-					   invocation->state == INVOCATION_DELIVERED)) {
+		if (invocation != NULL &&
+		    (invocation->state == INVOCATION_ASSIGNED || invocation->state == INVOCATION_DELIVERED)) {
 			invocation->state = INVOCATION_QUEUED;
 			requeued = true;
 			dispatch(server);
@@ -953,8 +940,7 @@ static void request_completed(void *cls, struct MHD_Connection *connection, void
 				      request->kind == REQUEST_INIT_ERROR ? "an init error"
 									  : request->request_id);
 		if (request->kind == REQUEST_RESPONSE)
-			report_response_finished(server, request, WK_RAPI_RESPONSE_TRUNCATED, NULL,
-						 NULL, 0);
+			report_response_finished(server, request, WK_RAPI_RESPONSE_TRUNCATED, NULL, NULL, 0);
 		else
 			report_error(server, request, true);
 	}
@@ -964,8 +950,8 @@ static void request_completed(void *cls, struct MHD_Connection *connection, void
 }
 
 /* Learns MHD's thread, so that only its log lines reach the host. */
-static void connection_notified(void *cls, struct MHD_Connection *connection,
-				void **socket_context, enum MHD_ConnectionNotificationCode code)
+static void connection_notified(void *cls, struct MHD_Connection *connection, void **socket_context,
+				enum MHD_ConnectionNotificationCode code)
 {
 	struct wk_rapi_server *server = cls;
 	(void)connection;
@@ -1022,8 +1008,7 @@ static void log_from_mhd(void *cls, const char *format, va_list arguments)
 
 /* Removes a socket file left by a server that is gone; refuses a live one
  * and anything that is not a socket. */
-static int remove_stale_socket(const char *path, const struct sockaddr_un *address,
-			       struct ember_error *err)
+static int remove_stale_socket(const char *path, const struct sockaddr_un *address, struct ember_error *err)
 {
 	struct stat status;
 	if (lstat(path, &status) != 0) {
@@ -1091,8 +1076,7 @@ static void remove_socket_file(struct wk_rapi_server *server)
 }
 
 int wk_rapi_server_start(struct wk_rapi_server **out, const char *unix_socket_path,
-			 const struct wk_rapi_callbacks *callbacks, void *ctx,
-			 struct ember_error *err)
+			 const struct wk_rapi_callbacks *callbacks, void *ctx, struct ember_error *err)
 {
 	*out = NULL;
 	struct wk_rapi_server *server = calloc(1, sizeof *server);
@@ -1127,13 +1111,12 @@ int wk_rapi_server_start(struct wk_rapi_server **out, const char *unix_socket_pa
 		goto fail;
 	}
 	server->daemon = MHD_start_daemon(
-		MHD_USE_AUTO_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL,
-		NULL, handle_request, server, MHD_OPTION_EXTERNAL_LOGGER, log_from_mhd, server,
+		MHD_USE_AUTO_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL, NULL,
+		handle_request, server, MHD_OPTION_EXTERNAL_LOGGER, log_from_mhd, server,
 		MHD_OPTION_LISTEN_SOCKET, mhd_fd, MHD_OPTION_NOTIFY_COMPLETED, request_completed, server,
-		MHD_OPTION_NOTIFY_CONNECTION, connection_notified, server,
-		MHD_OPTION_CONNECTION_LIMIT, (unsigned int)WK_RAPI_CONNECTION_MAX,
-		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONNECTION_MEMORY,
-		MHD_OPTION_CONNECTION_TIMEOUT, 0u, MHD_OPTION_END);
+		MHD_OPTION_NOTIFY_CONNECTION, connection_notified, server, MHD_OPTION_CONNECTION_LIMIT,
+		(unsigned int)WK_RAPI_CONNECTION_MAX, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+		(size_t)CONNECTION_MEMORY, MHD_OPTION_CONNECTION_TIMEOUT, 0u, MHD_OPTION_END);
 	close(fd);
 	if (server->daemon == NULL) {
 		struct stat left;
@@ -1161,8 +1144,7 @@ int wk_rapi_push_event(struct wk_rapi_server *server, const struct wk_rapi_event
 {
 	const char *id = event->request_id;
 	if (id == NULL || !wk_rapi_request_id_valid(id, strnlen(id, WK_RAPI_REQUEST_ID_MAX + 1)))
-		return ember_error_set(err,
-				       "push event: the request id is not 1 to %d bytes of [A-Za-z0-9-]",
+		return ember_error_set(err, "push event: the request id is not 1 to %d bytes of [A-Za-z0-9-]",
 				       WK_RAPI_REQUEST_ID_MAX);
 	if (event->invoked_function_arn == NULL || event->invoked_function_arn[0] == '\0')
 		return ember_error_set(err, "push event %s: no invoked function ARN", id);
@@ -1175,9 +1157,8 @@ int wk_rapi_push_event(struct wk_rapi_server *server, const struct wk_rapi_event
 					       " of at most %d bytes",
 					       id, WK_RAPI_EVENT_HEADER_MAX);
 	if (event->body_length > WK_RAPI_PAYLOAD_MAX)
-		return ember_error_set(err,
-				       "push event %s: the body is %zu bytes, over the %u-byte limit", id,
-				       event->body_length, WK_RAPI_PAYLOAD_MAX);
+		return ember_error_set(err, "push event %s: the body is %zu bytes, over the %u-byte limit",
+				       id, event->body_length, WK_RAPI_PAYLOAD_MAX);
 	if (event->body == NULL && event->body_length != 0)
 		return ember_error_set(err, "push event %s: no body", id);
 

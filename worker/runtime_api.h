@@ -185,15 +185,13 @@ struct wk_rapi_callbacks {
 	 * Lambda-Runtime-Function-Response-Mode: streaming.  `content_type`:
 	 * the request's Content-Type (at most WK_RAPI_CONTENT_TYPE_MAX bytes),
 	 * or NULL. */
-	void (*response_started)(void *ctx, const char *request_id, bool streaming,
-				 const char *content_type);
+	void (*response_started)(void *ctx, const char *request_id, bool streaming, const char *content_type);
 	/* The next `length` (> 0) bytes of the response body, as they arrived:
 	 * for a chunked body, bytes of one chunk (a chunk may come in several
 	 * calls), in order. */
 	void (*response_chunk)(void *ctx, const char *request_id, const void *data, size_t length);
 	/* The response ended; see struct wk_rapi_response_end. */
-	void (*response_finished)(void *ctx, const char *request_id,
-				  const struct wk_rapi_response_end *end);
+	void (*response_finished)(void *ctx, const char *request_id, const struct wk_rapi_response_end *end);
 	/* POST .../invocation/{request_id}/error arrived (its whole body, or
 	 * what came before its connection ended). */
 	void (*invocation_error)(void *ctx, const char *request_id, const struct wk_rapi_error *error);
@@ -222,8 +220,7 @@ struct wk_rapi_server;
  * wk_rapi_server_stop().  On failure returns -1 with `err` set and leaves
  * no socket file behind. */
 int wk_rapi_server_start(struct wk_rapi_server **out, const char *unix_socket_path,
-			 const struct wk_rapi_callbacks *callbacks, void *ctx,
-			 struct ember_error *err);
+			 const struct wk_rapi_callbacks *callbacks, void *ctx, struct ember_error *err);
 
 /* Queues an invocation: the runtime's pending or next GET
  * .../invocation/next answers 200 with it.  Events go out in the order

@@ -117,8 +117,7 @@ static inline int vdso_read_nanoseconds(enum vdso_base base, int64_t *nanosecond
 		uint64_t tsc_base = page->tsc_base;
 		uint64_t tsc_mult = page->tsc_mult;
 		uint32_t tsc_shift = page->tsc_shift;
-		int64_t base_ns = base == BASE_REALTIME ? page->realtime_base_ns
-							: page->monotonic_base_ns;
+		int64_t base_ns = base == BASE_REALTIME ? page->realtime_base_ns : page->monotonic_base_ns;
 		uint64_t tsc = vdso_read_tsc();
 		vdso_compiler_barrier();
 		if (page->seq != sequence)
@@ -150,15 +149,12 @@ static inline int vdso_clock_base(int clock_id)
 {
 	switch (clock_id) {
 	case CLOCK_ID_REALTIME:
-	case CLOCK_ID_REALTIME_COARSE:
-		return BASE_REALTIME;
+	case CLOCK_ID_REALTIME_COARSE: return BASE_REALTIME;
 	case CLOCK_ID_MONOTONIC:
 	case CLOCK_ID_MONOTONIC_RAW:
 	case CLOCK_ID_MONOTONIC_COARSE:
-	case CLOCK_ID_BOOTTIME: /* the guest never suspends */
-		return BASE_MONOTONIC;
-	default:
-		return -1;
+	case CLOCK_ID_BOOTTIME: /* the guest never suspends */ return BASE_MONOTONIC;
+	default: return -1;
 	}
 }
 
@@ -232,7 +228,5 @@ int clock_gettime(int clock_id, struct vdso_timespec *ts)
 int gettimeofday(struct vdso_timeval *tv, struct vdso_timezone *tz)
 	__attribute__((weak, alias("__vdso_gettimeofday")));
 int64_t time(int64_t *result) __attribute__((weak, alias("__vdso_time")));
-int clock_getres(int clock_id, struct vdso_timespec *res)
-	__attribute__((weak, alias("__vdso_clock_getres")));
-long getcpu(unsigned *cpu, unsigned *node, void *unused_cache)
-	__attribute__((weak, alias("__vdso_getcpu")));
+int clock_getres(int clock_id, struct vdso_timespec *res) __attribute__((weak, alias("__vdso_clock_getres")));
+long getcpu(unsigned *cpu, unsigned *node, void *unused_cache) __attribute__((weak, alias("__vdso_getcpu")));

@@ -15,15 +15,15 @@
 #define VMM_VVAR_VERSION 1
 
 struct vmm_vvar {
-	uint32_t version;         /* VMM_VVAR_VERSION; 0 = not ready, use syscalls */
-	uint32_t seq;             /* even while stable; odd while being written */
-	uint64_t tsc_base;        /* guest TSC at the base instant */
-	uint64_t tsc_mult;        /* ns per tick, with tsc_shift fractional bits */
-	uint32_t tsc_shift;       /* the VMM picks the largest <= 63 keeping mult < 2^62 */
+	uint32_t version;   /* VMM_VVAR_VERSION; 0 = not ready, use syscalls */
+	uint32_t seq;       /* even while stable; odd while being written */
+	uint64_t tsc_base;  /* guest TSC at the base instant */
+	uint64_t tsc_mult;  /* ns per tick, with tsc_shift fractional bits */
+	uint32_t tsc_shift; /* the VMM picks the largest <= 63 keeping mult < 2^62 */
 	uint32_t pad;
-	int64_t realtime_base_ns; /* CLOCK_REALTIME at the base instant */
+	int64_t realtime_base_ns;  /* CLOCK_REALTIME at the base instant */
 	int64_t monotonic_base_ns; /* CLOCK_MONOTONIC (and BOOTTIME) at the base */
-	int64_t reserved[2];      /* zero */
+	int64_t reserved[2];       /* zero */
 };
 
 _Static_assert(sizeof(struct vmm_vvar) == 64, "vvar layout is guest ABI");
