@@ -42,6 +42,7 @@ struct options {
 	const char *snapshot_dir;
 	const char *control_sock;
 	const char *runtime_api;
+	const char *hot_pages;
 	bool paused;
 	bool pretouch;
 	uint64_t mem_mib;
@@ -63,7 +64,7 @@ static void usage(FILE *out)
 		"                     -- PROGRAM [ARGS...]\n"
 		"       ember-vmm restore DIR [--root DIR] [--task DIR] [--control-sock PATH]\n"
 		"                     [--runtime-api PATH] [--timeout S]\n"
-		"                     [--paused] [--pretouch] [--trace]\n"
+		"                     [--paused] [--pretouch] [--hot-pages FILE] [--trace]\n"
 		"Runs PROGRAM (a path inside the guest) in a new KVM microVM, or resumes the VM saved\n"
 		"in snapshot DIR, and exits with the guest's status.\n"
 		"  --mem MiB     guest memory and memory cap, 16..16384 (default %d)\n"
@@ -79,7 +80,8 @@ static void usage(FILE *out)
 		"  --runtime-api PATH   forward the guest's TCP connections to 127.0.0.1:9001 (the AWS\n"
 		"                Lambda Runtime API) to this host Unix socket\n"
 		"  --paused      (restore) wait, fully set up, for `resume` on the control socket\n"
-		"  --pretouch    (restore) map the snapshot's memory in before the guest runs\n",
+		"  --pretouch    (restore) map the snapshot's memory in before the guest runs\n"
+		"  --hot-pages FILE  (restore) copy ahead the pages FILE lists (written by ember-invoke)\n",
 		DEFAULT_MEM_MIB);
 }
 
@@ -133,6 +135,8 @@ static int parse_options(int argc, char **argv, struct options *opt, struct embe
 			opt->control_sock = value;
 		} else if (strcmp(arg, "--runtime-api") == 0) {
 			opt->runtime_api = value;
+		} else if (strcmp(arg, "--hot-pages") == 0 && opt->restore) {
+			opt->hot_pages = value;
 		} else if (opt->restore && strcmp(arg, "--timeout") != 0 &&
 			   strcmp(arg, "--runtime-api") != 0 && strcmp(arg, "--root") != 0 &&
 			   strcmp(arg, "--task") != 0) {
@@ -367,6 +371,7 @@ int main(int argc, char **argv)
 	clock_gettime(CLOCK_MONOTONIC, &start);
 	process.runtime_api_path = opt.runtime_api;
 	process.pretouch = opt.pretouch;
+	process.hot_pages_path = opt.hot_pages;
 	if (opt.restore) {
 		process.restore_root = opt.root;
 		process.restore_task = opt.task;

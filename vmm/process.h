@@ -50,6 +50,7 @@ struct vmm_process {
 	struct vmm_control *control;  /* the control socket, or NULL */
 	const char *runtime_api_path; /* host Unix socket behind 127.0.0.1:9001, or NULL */
 	bool pretouch;                /* restore: map the snapshot's pages in up front */
+	const char *hot_pages_path;   /* restore: pages to copy ahead (see snapshot.c) */
 	const char *restore_root;     /* restore: layers to use instead of the recorded ones */
 	const char *restore_task;
 	struct vmm_memory_map mm;

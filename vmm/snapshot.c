@@ -636,6 +636,81 @@ static void pretouch_memory(struct vmm_vm *vm, int memory_fd)
 	}
 }
 
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+#define HOT_PAGES_MAGIC    "ember-hot-pages 1\n"
+#define HOT_PAGES_FILE_MAX (4u << 20)
+
+/* Copies ahead the pages a previous invocation wrote (a "hot pages" file:
+ * a header line, then one hexadecimal guest page number per line), so the
+ * guest's first writes to them do not each break copy-on-write on the
+ * invocation's path.  The file is input like any other: it is bounded,
+ * every number is checked against guest memory, and a malformed file is
+ * refused as a whole before anything is touched. */
+static int prewrite_hot_pages(struct vmm_vm *vm, const char *path, struct ember_error *err)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return ember_error_errno(err, errno, "open hot pages `%s`", path);
+	struct stat st;
+	char *text = NULL;
+	int rc = -1;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size > HOT_PAGES_FILE_MAX) {
+		ember_error_set(err, "hot pages `%s` is not a regular file of at most %u bytes", path,
+				HOT_PAGES_FILE_MAX);
+		goto out;
+	}
+	text = malloc((size_t)st.st_size + 1);
+	if (!text || read(fd, text, (size_t)st.st_size) != st.st_size) {
+		ember_error_set(err, "read hot pages `%s`", path);
+		goto out;
+	}
+	text[st.st_size] = '\0';
+	if (strncmp(text, HOT_PAGES_MAGIC, strlen(HOT_PAGES_MAGIC)) != 0 ||
+	    strlen(text) != (size_t)st.st_size) {
+		ember_error_set(err, "`%s` is not a hot pages file", path);
+		goto out;
+	}
+	uint64_t pages = vm->mem_size / GUEST_PAGE_SIZE;
+	/* First pass: validate everything. */
+	for (const char *line = text + strlen(HOT_PAGES_MAGIC); *line;) {
+		char *end;
+		errno = 0;
+		unsigned long long page = strtoull(line, &end, 16);
+		if (errno || end == line || *end != '\n' || page >= pages || line[0] == '-' ||
+		    line[0] == '+') {
+			ember_error_set(err, "hot pages `%s`: bad entry at byte %ld", path,
+					(long)(line - text));
+			goto out;
+		}
+		line = end + 1;
+	}
+	/* Second pass: copy them in, whole runs at a time. */
+	for (const char *line = text + strlen(HOT_PAGES_MAGIC); *line;) {
+		char *end;
+		uint64_t first = strtoull(line, &end, 16), last = first;
+		line = end + 1;
+		while (*line) {
+			uint64_t next = strtoull(line, &end, 16);
+			if (next != last + 1)
+				break;
+			last = next;
+			line = end + 1;
+		}
+		uint64_t length = (last - first + 1) * GUEST_PAGE_SIZE;
+		uint8_t *host = vmm_gpa_system(vm, first * GUEST_PAGE_SIZE, length);
+		if (host)
+			madvise(host, length,
+				MADV_POPULATE_WRITE); /* best effort: an old kernel just skips it */
+	}
+	rc = 0;
+out:
+	free(text);
+	close(fd);
+	return rc;
+}
+
 int vmm_snapshot_restore(struct vmm_process *process, const char *dir, struct ember_error *err)
 {
 	char path[PATH_MAX];
@@ -664,6 +739,8 @@ int vmm_snapshot_restore(struct vmm_process *process, const char *dir, struct em
 		goto out;
 	if (process->pretouch)
 		pretouch_memory(&process->vm, memory_fd);
+	if (process->hot_pages_path && prewrite_hot_pages(&process->vm, process->hot_pages_path, err) < 0)
+		goto out;
 	if (restore_memory_map(process, &state.memory, err) < 0)
 		goto out;
 	/* The layers given by the caller win over the host paths the state file

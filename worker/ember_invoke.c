@@ -133,6 +133,67 @@ static void on_protocol_error(void *ctx, const char *message)
 		fprintf(stderr, "ember-invoke: runtime API: %s\n", message);
 }
 
+/* After a successful invocation, records which snapshot pages the guest
+ * wrote (the anonymous pages of the VMM's mapping of snapshot/memory: each
+ * one a copy-on-write break) in DIR/hot-pages, once, so later warm
+ * restores can copy exactly those ahead (ember-vmm restore --hot-pages).
+ * Best effort: any failure just leaves no file. */
+static void record_hot_pages(const char *dir, const char *snapshot, pid_t pid)
+{
+	char path[PATH_MAX], memory[PATH_MAX], real[PATH_MAX];
+	snprintf(path, sizeof path, "%s/hot-pages", dir);
+	if (access(path, F_OK) == 0 || !realpath(snapshot, real))
+		return;
+	snprintf(memory, sizeof memory, "%s/memory", real);
+	char maps_path[64], pagemap_path[64];
+	snprintf(maps_path, sizeof maps_path, "/proc/%d/maps", (int)pid);
+	snprintf(pagemap_path, sizeof pagemap_path, "/proc/%d/pagemap", (int)pid);
+	FILE *maps = fopen(maps_path, "re");
+	int pagemap = open(pagemap_path, O_RDONLY | O_CLOEXEC);
+	char temporary[PATH_MAX];
+	snprintf(temporary, sizeof temporary, "%s/.hot-pages.%d", dir, (int)getpid());
+	FILE *out = maps && pagemap >= 0 ? fopen(temporary, "we") : NULL;
+	if (!out)
+		goto done;
+	fputs("ember-hot-pages 1\n", out);
+	char line[PATH_MAX + 128];
+	unsigned long base = 0;
+	bool found = false;
+	while (fgets(line, sizeof line, maps)) {
+		unsigned long start, end, offset;
+		char perms[8];
+		int name_at = 0;
+		if (sscanf(line, "%lx-%lx %7s %lx %*s %*s %n", &start, &end, perms, &offset, &name_at) < 4 ||
+		    !name_at)
+			continue;
+		char *name = line + name_at;
+		name[strcspn(name, "\n")] = '\0';
+		if (strcmp(name, memory) != 0)
+			continue;
+		if (!found)
+			base = start - offset;
+		found = true;
+		for (unsigned long page = start; page < end; page += 4096) {
+			uint64_t entry;
+			if (pread(pagemap, &entry, sizeof entry, (off_t)(page / 4096 * 8)) != sizeof entry)
+				goto done;
+			bool present = entry >> 63 & 1, file_or_shared = entry >> 61 & 1;
+			if (present && !file_or_shared)
+				fprintf(out, "%lx\n", (page - base) / 4096);
+		}
+	}
+	if (found && fflush(out) == 0 && fsync(fileno(out)) == 0)
+		rename(temporary, path);
+done:
+	if (out)
+		fclose(out);
+	unlink(temporary);
+	if (maps)
+		fclose(maps);
+	if (pagemap >= 0)
+		close(pagemap);
+}
+
 static int control_command(const char *socket_path, uint16_t command, struct ember_error *err)
 {
 	struct ctl_connection connection;
@@ -361,10 +422,20 @@ int main(int argc, char **argv)
 								      : "../rootfs/base",
 			       root, sizeof root, &err) < 0)
 		goto fail;
-	char *vmm_argv[] = {vmm,          "restore",        snapshot,     "--root",
-			    root,         "--task",         task,         "--runtime-api",
-			    socket_path,  "--timeout",      timeout_text, warm ? "--paused" : NULL,
-			    "--pretouch", "--control-sock", control_path, NULL};
+	char hot_pages[PATH_MAX];
+	snprintf(hot_pages, sizeof hot_pages, "%s/hot-pages", dir);
+	bool have_hot_pages = warm && access(hot_pages, R_OK) == 0;
+	/* Arguments after the first NULL are not passed: --paused and the
+	 * rest only for --warm. */
+	char *vmm_argv[] = {vmm,          "restore",
+			    snapshot,     "--root",
+			    root,         "--task",
+			    task,         "--runtime-api",
+			    socket_path,  "--timeout",
+			    timeout_text, warm ? "--paused" : NULL,
+			    "--pretouch", "--control-sock",
+			    control_path, have_hot_pages ? "--hot-pages" : NULL,
+			    hot_pages,    NULL};
 	if (ember_spawn(vmm_argv, -1, &pid, &log_fd, &err) < 0)
 		goto fail;
 	struct timespec event_in;
@@ -414,6 +485,8 @@ int main(int argc, char **argv)
 			(long)((result_out.tv_sec - event_in.tv_sec) * 1000000 +
 			       (result_out.tv_nsec - event_in.tv_nsec) / 1000));
 	}
+	if (outcome == RESPONDED && pid > 0)
+		record_hot_pages(dir, snapshot, pid);
 	/* The VM serves one invocation and is destroyed. */
 	if (pid > 0) {
 		kill(pid, SIGKILL);

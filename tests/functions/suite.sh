@@ -40,6 +40,8 @@ BUILD=${BUILD:-build}
 [[ $BUILD == /* ]] || BUILD=$REPO/$BUILD
 BUILD_FN=$BUILD/bin/ember-build-fn
 INVOKE=$BUILD/bin/ember-invoke
+VMM=$BUILD/bin/ember-vmm
+ROOTFS=$REPO/build/rootfs # the runtime roots are shared by every build
 FIXTURES=$REPO/tests/runtimes/fixtures
 OWN_FIXTURES=$REPO/tests/functions/fixtures
 LIB=$REPO/tests/functions/fnlib.py
@@ -730,6 +732,38 @@ if [[ -f $HELLO/function.json ]]; then
 	else
 		fail invoke_unknown_option "exit $IRC (expected 2)" "$ERR"
 	fi
+fi
+
+# ---- hot pages: recorded by a successful invocation, used by --warm ------------------------------
+if [[ -f $HELLO/function.json ]]; then
+	# hello has been invoked successfully above: the pages it wrote are recorded.
+	if [[ -f $HELLO/hot-pages ]] && head -1 "$HELLO/hot-pages" | grep -qx 'ember-hot-pages 1' &&
+		(($(wc -l <"$HELLO/hot-pages") > 10)); then
+		pass hot_pages_recorded
+	else
+		fail hot_pages_recorded "no usable $HELLO/hot-pages after a successful invocation"
+	fi
+	invoke warm_with_hot_pages "$HELLO" --warm --event "$T/hello.json"
+	if [[ $IRC == 0 ]] && jcheck warm_with_hot_pages "$OUT" 'j["message"] == "hello world"' &&
+		grep -q 'event in to result out' "$ERR"; then
+		pass warm_with_hot_pages
+	else
+		fail warm_with_hot_pages "--warm with hot pages: exit $IRC" "$ERR"
+	fi
+	# A hostile hot-pages file is refused by ember-vmm before the guest runs.
+	for case in 'header:bogus header' 'range:ember-hot-pages 1\nffffffffff' 'junk:ember-hot-pages 1\n12zz' \
+		'negative:ember-hot-pages 1\n-1' 'unterminated:ember-hot-pages 1\n12'; do
+		name=${case%%:*}
+		printf "${case#*:}" >"$T/hot-$name"
+		out=$(timeout 30 "$VMM" restore "$HELLO/snapshot" --root "$ROOTFS/python3" --task "$HELLO/task" \
+			--pretouch --hot-pages "$T/hot-$name" 2>&1 </dev/null)
+		rc=$?
+		if ((rc == 125)) && grep -q "hot pages" <<<"$out"; then
+			pass "hot_pages_refused_$name"
+		else
+			fail "hot_pages_refused_$name" "restore exited $rc: $(head -c 300 <<<"$out")"
+		fi
+	done
 fi
 
 # ---- bad input to ember-build-fn ----------------------------------------------------------------
