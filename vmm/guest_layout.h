@@ -43,6 +43,7 @@
 #define GUEST_STUB_SYSCALL_OFFSET   0x000 /* out %al,$PORT_SYSCALL; sysretq */
 #define GUEST_STUB_EXCEPTION_OFFSET 0x100 /* vector n at 0x100 + 4*n */
 #define GUEST_STUB_EXCEPTION_STRIDE 4
+#define GUEST_STUB_TOUCH_OFFSET     0x200 /* page toucher for warm restores (vm.c) */
 
 /* I/O ports of the exit stubs.  A guest can issue any `out` itself, so a
  * port number alone proves nothing: the VMM also checks where it came from. */

@@ -639,22 +639,26 @@ static void pretouch_memory(struct vmm_vm *vm, int memory_fd)
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23
 #endif
-#define HOT_PAGES_MAGIC    "ember-hot-pages 1\n"
-#define HOT_PAGES_FILE_MAX (4u << 20)
+#define HOT_PAGES_MAGIC    "ember-hot-pages 2\n"
+#define HOT_PAGES_FILE_MAX (8u << 20)
 
-/* Copies ahead the pages a previous invocation wrote (a "hot pages" file:
- * a header line, then one hexadecimal guest page number per line), so the
- * guest's first writes to them do not each break copy-on-write on the
- * invocation's path.  The file is input like any other: it is bounded,
- * every number is checked against guest memory, and a malformed file is
- * refused as a whole before anything is touched. */
-static int prewrite_hot_pages(struct vmm_vm *vm, const char *path, struct ember_error *err)
+/* Prepares the pages a previous invocation used (a "hot pages" file: a
+ * header line, then one line per page, "<hex page number> r" for a page it
+ * read, "<hex page number> w" for one it wrote): written pages are copied
+ * ahead, so the guest's first writes do not each break copy-on-write, and
+ * then a routine run inside the guest touches every listed page, so the
+ * guest's first accesses do not each fault.  All of it happens before the
+ * invocation, in a restored VM that is not yet running.  The file is
+ * input like any other: bounded, every line checked against guest memory,
+ * and a malformed file refused as a whole before anything is touched. */
+static int prepare_hot_pages(struct vmm_vm *vm, const char *path, struct ember_error *err)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return ember_error_errno(err, errno, "open hot pages `%s`", path);
 	struct stat st;
 	char *text = NULL;
+	struct vmm_touch_range *ranges = NULL;
 	int rc = -1;
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size > HOT_PAGES_FILE_MAX) {
 		ember_error_set(err, "hot pages `%s` is not a regular file of at most %u bytes", path,
@@ -673,39 +677,43 @@ static int prewrite_hot_pages(struct vmm_vm *vm, const char *path, struct ember_
 		goto out;
 	}
 	uint64_t pages = vm->mem_size / GUEST_PAGE_SIZE;
-	/* First pass: validate everything. */
+	size_t lines = 0, count = 0;
+	for (const char *c = text; *c; c++)
+		lines += *c == '\n';
+	ranges = calloc(lines ? lines : 1, sizeof *ranges);
+	if (!ranges) {
+		ember_error_set(err, "hot pages `%s`: out of memory", path);
+		goto out;
+	}
 	for (const char *line = text + strlen(HOT_PAGES_MAGIC); *line;) {
 		char *end;
 		errno = 0;
 		unsigned long long page = strtoull(line, &end, 16);
-		if (errno || end == line || *end != '\n' || page >= pages || line[0] == '-' ||
-		    line[0] == '+') {
+		if (errno || end == line ||
+		    !((line[0] >= '0' && line[0] <= '9') || (line[0] >= 'a' && line[0] <= 'f')) ||
+		    page >= pages || end[0] != ' ' || (end[1] != 'r' && end[1] != 'w') || end[2] != '\n') {
 			ember_error_set(err, "hot pages `%s`: bad entry at byte %ld", path,
 					(long)(line - text));
 			goto out;
 		}
-		line = end + 1;
+		bool write = end[1] == 'w';
+		struct vmm_touch_range *last = count ? &ranges[count - 1] : NULL;
+		if (last && last->write == write && last->first + last->pages == page)
+			last->pages++;
+		else
+			ranges[count++] = (struct vmm_touch_range){.first = page, .pages = 1, .write = write};
+		line = end + 3;
 	}
-	/* Second pass: copy them in, whole runs at a time. */
-	for (const char *line = text + strlen(HOT_PAGES_MAGIC); *line;) {
-		char *end;
-		uint64_t first = strtoull(line, &end, 16), last = first;
-		line = end + 1;
-		while (*line) {
-			uint64_t next = strtoull(line, &end, 16);
-			if (next != last + 1)
-				break;
-			last = next;
-			line = end + 1;
-		}
-		uint64_t length = (last - first + 1) * GUEST_PAGE_SIZE;
-		uint8_t *host = vmm_gpa_system(vm, first * GUEST_PAGE_SIZE, length);
-		if (host)
-			madvise(host, length,
-				MADV_POPULATE_WRITE); /* best effort: an old kernel just skips it */
+	for (size_t i = 0; i < count; i++) {
+		uint8_t *host = vmm_gpa_system(vm, ranges[i].first * GUEST_PAGE_SIZE,
+					       ranges[i].pages * GUEST_PAGE_SIZE);
+		if (host && ranges[i].write) /* best effort: an old kernel just skips it */
+			madvise(host, ranges[i].pages * GUEST_PAGE_SIZE, MADV_POPULATE_WRITE);
 	}
+	vmm_vm_guest_touch(vm, ranges, count); /* best effort too: it is only speed */
 	rc = 0;
 out:
+	free(ranges);
 	free(text);
 	close(fd);
 	return rc;
@@ -739,7 +747,7 @@ int vmm_snapshot_restore(struct vmm_process *process, const char *dir, struct em
 		goto out;
 	if (process->pretouch)
 		pretouch_memory(&process->vm, memory_fd);
-	if (process->hot_pages_path && prewrite_hot_pages(&process->vm, process->hot_pages_path, err) < 0)
+	if (process->hot_pages_path && prepare_hot_pages(&process->vm, process->hot_pages_path, err) < 0)
 		goto out;
 	if (restore_memory_map(process, &state.memory, err) < 0)
 		goto out;

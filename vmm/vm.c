@@ -493,6 +493,62 @@ int vmm_vm_save_vcpu(struct vmm_vm *vm, struct snap_vcpu *state, struct ember_er
 	return 0;
 }
 
+/* The page toucher: for rcx pages from rdi, reads a byte of each and, if
+ * rdx is non-zero, writes it back unchanged; then exits to the VMM.
+ *   0: mov (%rdi),%al   2: test %rdx,%rdx   5: jz 9   7: mov %al,(%rdi)
+ *   9: add $0x1000,%rdi 16: dec %rcx        19: jnz 0 21: out %al,$0x10
+ *  23: hlt */
+static const uint8_t toucher_code[] = {
+	0x8a, 0x07, 0x48, 0x85, 0xd2, 0x74, 0x02, 0x88, 0x07, 0x48, 0x81,         0xc7,
+	0x00, 0x10, 0x00, 0x00, 0x48, 0xff, 0xc9, 0x75, 0xeb, 0xe6, PORT_SYSCALL, 0xf4,
+};
+#define TOUCHER_OUT_OFFSET 21
+
+int vmm_vm_guest_touch(struct vmm_vm *vm, const struct vmm_touch_range *ranges, size_t count)
+{
+	struct kvm_regs saved;
+	struct kvm_sregs sregs;
+	if (count == 0)
+		return 0;
+	if (ioctl(vm->vcpu_fd, KVM_GET_REGS, &saved) < 0 || ioctl(vm->vcpu_fd, KVM_GET_SREGS, &sregs) < 0)
+		return -1;
+	if ((sregs.cs.selector & 3) != 3)
+		return 0; /* stopped in kernel mode (at a stub): leave it be */
+	uint8_t *stub = vmm_gpa_system(vm, GUEST_STUB_ADDR + GUEST_STUB_TOUCH_OFFSET, sizeof toucher_code);
+	memcpy(stub, toucher_code, sizeof toucher_code);
+	uint64_t out_at = GUEST_STUB_ADDR + GUEST_STUB_TOUCH_OFFSET + TOUCHER_OUT_OFFSET;
+	int rc = 0;
+	for (size_t i = 0; i < count && rc == 0; i++) {
+		if (ranges[i].first < GUEST_SYSTEM_END / GUEST_PAGE_SIZE || ranges[i].pages == 0 ||
+		    ranges[i].first + ranges[i].pages > vm->mem_size / GUEST_PAGE_SIZE)
+			continue; /* only program memory */
+		struct kvm_regs r = saved;
+		r.rip = GUEST_STUB_ADDR + GUEST_STUB_TOUCH_OFFSET;
+		r.rdi = ranges[i].first * GUEST_PAGE_SIZE;
+		r.rcx = ranges[i].pages;
+		r.rdx = ranges[i].write;
+		r.rflags = 0x2;
+		if (ioctl(vm->vcpu_fd, KVM_SET_REGS, &r) < 0 || ioctl(vm->vcpu_fd, KVM_RUN, 0) < 0) {
+			rc = -1;
+			break;
+		}
+		struct kvm_regs after;
+		ioctl(vm->vcpu_fd, KVM_GET_REGS, &after);
+		if (vm->run->exit_reason != KVM_EXIT_IO || vm->run->io.port != PORT_SYSCALL ||
+		    (after.rip != out_at && after.rip != out_at + 2))
+			rc = -1; /* a fault or anything unexpected: stop touching */
+	}
+	/* Back to exactly where the snapshot left the guest. */
+	if (ioctl(vm->vcpu_fd, KVM_SET_REGS, &saved) < 0)
+		return -1;
+	vm->regs_cache = saved;
+	if (vm->sync_regs) {
+		vm->run->s.regs.regs = saved;
+		vm->run->kvm_dirty_regs = 0;
+	}
+	return rc;
+}
+
 void vmm_vm_destroy(struct vmm_vm *vm)
 {
 	free(vm->cpuid);

@@ -53,6 +53,20 @@ int vmm_vm_restore(struct vmm_vm *vm, int mem_fd, uint64_t mem_size, const struc
  * exit so the state is consistent.  The vCPU must be stopped. */
 int vmm_vm_save_vcpu(struct vmm_vm *vm, struct snap_vcpu *state, struct ember_error *err);
 
+struct vmm_touch_range {
+	uint64_t first; /* guest page number */
+	uint64_t pages;
+	bool write; /* write each byte back (breaks copy-on-write, makes the page writable) */
+};
+
+/* Runs a tiny guest routine (in the stub page) that touches the given
+ * pages from inside the guest, so that the host's and KVM's mappings of
+ * them exist before the guest's own code needs them; then puts the vCPU's
+ * registers back exactly.  Guest memory is not changed.  For restored,
+ * not yet resumed VMs.  Pages outside program memory are skipped.  Returns
+ * -1 if the routine did not complete (the registers are still restored). */
+int vmm_vm_guest_touch(struct vmm_vm *vm, const struct vmm_touch_range *ranges, size_t count);
+
 /* Releases everything vmm_vm_create() made.  Safe on a zeroed struct. */
 void vmm_vm_destroy(struct vmm_vm *vm);
 

@@ -134,9 +134,11 @@ static void on_protocol_error(void *ctx, const char *message)
 }
 
 /* After a successful invocation, records which snapshot pages the guest
- * wrote (the anonymous pages of the VMM's mapping of snapshot/memory: each
- * one a copy-on-write break) in DIR/hot-pages, once, so later warm
- * restores can copy exactly those ahead (ember-vmm restore --hot-pages).
+ * used — read (present in the VMM's mapping of snapshot/memory, still the
+ * file's page) or wrote (present and anonymous: a copy-on-write break) —
+ * in DIR/hot-pages, once, so later warm restores can prepare exactly those
+ * (ember-vmm restore --hot-pages).  The recording invocation must not have
+ * been pre-touched, or every page would look used.
  * Best effort: any failure just leaves no file. */
 static void record_hot_pages(const char *dir, const char *snapshot, pid_t pid)
 {
@@ -155,7 +157,7 @@ static void record_hot_pages(const char *dir, const char *snapshot, pid_t pid)
 	FILE *out = maps && pagemap >= 0 ? fopen(temporary, "we") : NULL;
 	if (!out)
 		goto done;
-	fputs("ember-hot-pages 1\n", out);
+	fputs("ember-hot-pages 2\n", out);
 	char line[PATH_MAX + 128];
 	unsigned long base = 0;
 	bool found = false;
@@ -177,9 +179,11 @@ static void record_hot_pages(const char *dir, const char *snapshot, pid_t pid)
 			uint64_t entry;
 			if (pread(pagemap, &entry, sizeof entry, (off_t)(page / 4096 * 8)) != sizeof entry)
 				goto done;
+			/* Present and anonymous: the guest wrote it (a copy-on-write
+			 * break); present and file-backed: it only read it. */
 			bool present = entry >> 63 & 1, file_or_shared = entry >> 61 & 1;
-			if (present && !file_or_shared)
-				fprintf(out, "%lx\n", (page - base) / 4096);
+			if (present)
+				fprintf(out, "%lx %c\n", (page - base) / 4096, file_or_shared ? 'r' : 'w');
 		}
 	}
 	if (found && fflush(out) == 0 && fsync(fileno(out)) == 0)

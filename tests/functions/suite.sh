@@ -513,6 +513,22 @@ if built isolation_counter counter; then
 		else
 			fail isolation_random "random.random() gave \`$r1\` in both VMs"
 		fi
+		# Warm VMs prepared with the recorded hot pages (touched from inside
+		# the guest before the event) start from the snapshot's state too.
+		invoke counter_warm1 "$FN" --warm
+		cp "$OUT" "$T/out/counter.warm1"
+		rc1=$IRC
+		invoke counter_warm2 "$FN" --warm
+		if [[ ! -f $FN/hot-pages ]]; then
+			fail isolation_counter_warm "no hot pages were recorded"
+		elif [[ $rc1 != 0 || $IRC != 0 ]]; then
+			fail isolation_counter_warm "ember-invoke --warm exited $rc1 and $IRC" "$ERR"
+		else
+			jcheck isolation_counter_warm "$T/out/counter.warm1" 'j["count"] == 1' &&
+				jcheck isolation_counter_warm "$OUT" 'j["count"] == 1' &&
+				jcheck isolation_counter_warm "$OUT" "j['random'] != $r1 and j['random'] != $r2" &&
+				pass isolation_counter_warm
+		fi
 	fi
 fi
 
@@ -737,8 +753,8 @@ fi
 # ---- hot pages: recorded by a successful invocation, used by --warm ------------------------------
 if [[ -f $HELLO/function.json ]]; then
 	# hello has been invoked successfully above: the pages it wrote are recorded.
-	if [[ -f $HELLO/hot-pages ]] && head -1 "$HELLO/hot-pages" | grep -qx 'ember-hot-pages 1' &&
-		(($(wc -l <"$HELLO/hot-pages") > 10)); then
+	if [[ -f $HELLO/hot-pages ]] && head -1 "$HELLO/hot-pages" | grep -qx 'ember-hot-pages 2' &&
+		(($(grep -c ' w$' "$HELLO/hot-pages") > 10)) && (($(grep -c ' r$' "$HELLO/hot-pages") > 10)); then
 		pass hot_pages_recorded
 	else
 		fail hot_pages_recorded "no usable $HELLO/hot-pages after a successful invocation"
@@ -751,8 +767,9 @@ if [[ -f $HELLO/function.json ]]; then
 		fail warm_with_hot_pages "--warm with hot pages: exit $IRC" "$ERR"
 	fi
 	# A hostile hot-pages file is refused by ember-vmm before the guest runs.
-	for case in 'header:bogus header' 'range:ember-hot-pages 1\nffffffffff' 'junk:ember-hot-pages 1\n12zz' \
-		'negative:ember-hot-pages 1\n-1' 'unterminated:ember-hot-pages 1\n12'; do
+	for case in 'header:bogus header' 'old-version:ember-hot-pages 1\n12\n' 'range:ember-hot-pages 2\nffffffffff w\n' \
+		'junk:ember-hot-pages 2\n12zz w\n' 'negative:ember-hot-pages 2\n-1 r\n' 'kind:ember-hot-pages 2\n12 x\n' \
+		'unterminated:ember-hot-pages 2\n12 w'; do
 		name=${case%%:*}
 		printf "${case#*:}" >"$T/hot-$name"
 		out=$(timeout 30 "$VMM" restore "$HELLO/snapshot" --root "$ROOTFS/python3" --task "$HELLO/task" \
