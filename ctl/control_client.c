@@ -380,3 +380,24 @@ void ctl_close(struct ctl_connection *connection)
 		close(connection->fd);
 	connection->fd = -1;
 }
+
+int ctl_command(const char *socket_path, uint16_t command, const char *path, double timeout_seconds,
+		struct ember_error *err)
+{
+	struct ctl_connection connection;
+	struct ctl_response response;
+	if (ctl_connect(&connection, socket_path, timeout_seconds, err) < 0)
+		return -1;
+	int rc = ctl_send_request(&connection, command, path, path ? strlen(path) : 0, err);
+	if (rc == 0)
+		rc = ctl_receive_response(&connection, command, &response, err);
+	ctl_close(&connection);
+	if (rc == 0 && response.status != EMBER_CONTROL_OK) {
+		char message[CTL_ESCAPED_MESSAGE_MAX];
+		ctl_escape_message(response.payload, response.payload_length, message, sizeof message);
+		rc = ember_error_set(err, "the VMM answered %s to command %u: %s",
+				     response.status == EMBER_CONTROL_NOT_ALLOWED ? "not allowed" : "failure",
+				     command, message);
+	}
+	return rc;
+}

@@ -112,6 +112,13 @@ int ctl_send_request(struct ctl_connection *connection, uint16_t command, const 
 int ctl_receive_response(struct ctl_connection *connection, uint16_t command, struct ctl_response *response,
 			 struct ember_error *err);
 
+/* One whole exchange: connects, sends `command` with `path` as payload
+ * (NULL for none), reads the answer, closes.  Returns 0 when the VMM
+ * answered OK; -1 with err otherwise, naming the status and the VMM's
+ * message (escaped) when it refused. */
+int ctl_command(const char *socket_path, uint16_t command, const char *path, double timeout_seconds,
+		struct ember_error *err);
+
 /* Closes the connection's socket if open; safe to call twice. */
 void ctl_close(struct ctl_connection *connection);
 

@@ -105,23 +105,6 @@ static bool relay_logs(struct build *b, int fd)
 	return true;
 }
 
-static int control(const char *socket_path, uint16_t command, const char *path, double timeout,
-		   struct ember_error *err)
-{
-	struct ctl_connection connection;
-	struct ctl_response response;
-	if (ctl_connect(&connection, socket_path, timeout, err) < 0)
-		return -1;
-	int rc = ctl_send_request(&connection, command, path, path ? strlen(path) : 0, err);
-	if (rc == 0)
-		rc = ctl_receive_response(&connection, command, &response, err);
-	ctl_close(&connection);
-	if (rc == 0 && response.status != EMBER_CONTROL_OK)
-		rc = ember_error_set(err, "the VMM answered status %u: %.*s", response.status,
-				     (int)response.payload_length, response.payload);
-	return rc;
-}
-
 static void usage(FILE *out)
 {
 	fprintf(out, "usage: ember-build-fn --runtime python3|provided --handler H --bundle FILE --mem MiB\n"
@@ -356,12 +339,12 @@ int main(int argc, char **argv)
 				WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status), b.log_tail);
 		goto fail;
 	}
-	if (control(control_socket, EMBER_CONTROL_PAUSE, NULL, 10, &err) < 0 ||
-	    control(control_socket, EMBER_CONTROL_SNAPSHOT, snapshot, 120, &err) < 0) {
+	if (ctl_command(control_socket, EMBER_CONTROL_PAUSE, NULL, 10, &err) < 0 ||
+	    ctl_command(control_socket, EMBER_CONTROL_SNAPSHOT, snapshot, 120, &err) < 0) {
 		ember_error_wrap(&err, "snapshot the VM");
 		goto fail;
 	}
-	control(control_socket, EMBER_CONTROL_QUIT, NULL, 10, &err);
+	ctl_command(control_socket, EMBER_CONTROL_QUIT, NULL, 10, &err);
 	while (relay_logs(&b, log_fd))
 		;
 	waitpid(pid, &status, 0);

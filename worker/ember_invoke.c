@@ -198,27 +198,12 @@ done:
 		close(pagemap);
 }
 
-static int control_command(const char *socket_path, uint16_t command, struct ember_error *err)
-{
-	struct ctl_connection connection;
-	struct ctl_response response;
-	if (ctl_connect(&connection, socket_path, 5, err) < 0)
-		return -1;
-	int rc = ctl_send_request(&connection, command, NULL, 0, err);
-	if (rc == 0)
-		rc = ctl_receive_response(&connection, command, &response, err);
-	ctl_close(&connection);
-	if (rc == 0 && response.status != EMBER_CONTROL_OK)
-		rc = ember_error_set(err, "the VMM refused command %u (status %u)", command, response.status);
-	return rc;
-}
-
 /* Waits (up to 10 s) until the restored VM answers on its control socket. */
 static int wait_until_paused(const char *socket_path, struct ember_error *err)
 {
 	for (int attempt = 0; attempt < 10000; attempt++) {
 		if (access(socket_path, F_OK) == 0 &&
-		    control_command(socket_path, EMBER_CONTROL_STATS, err) == 0)
+		    ctl_command(socket_path, EMBER_CONTROL_STATS, NULL, 5, err) == 0)
 			return 0;
 		usleep(1000);
 	}
@@ -448,7 +433,7 @@ int main(int argc, char **argv)
 			goto fail;
 		clock_gettime(CLOCK_MONOTONIC, &event_in);
 		if (wk_rapi_push_event(server, &rapi_event, &err) < 0 ||
-		    control_command(control_path, EMBER_CONTROL_RESUME, &err) < 0)
+		    ctl_command(control_path, EMBER_CONTROL_RESUME, NULL, 5, &err) < 0)
 			goto fail;
 	}
 
