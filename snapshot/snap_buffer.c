@@ -122,6 +122,20 @@ const uint8_t *snap_get_span(struct snap_reader *r, uint64_t n)
 	return p;
 }
 
+uint8_t *snap_get_copy(struct snap_reader *r, uint64_t n)
+{
+	const uint8_t *p = snap_get_span(r, n);
+	if (!p || n == 0)
+		return NULL;
+	uint8_t *copy = malloc((size_t)n);
+	if (!copy) {
+		snap_reader_fail(r, "out of memory for %llu bytes", (unsigned long long)n);
+		return NULL;
+	}
+	memcpy(copy, p, (size_t)n);
+	return copy;
+}
+
 void snap_get_bytes(struct snap_reader *r, void *out, size_t n)
 {
 	const uint8_t *p = snap_get_span(r, n);

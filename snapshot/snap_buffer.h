@@ -48,6 +48,10 @@ uint64_t snap_get_u64(struct snap_reader *r);
 void snap_get_bytes(struct snap_reader *r, void *out, size_t n);
 /* Returns a pointer to the next n bytes inside the buffer, or NULL. */
 const uint8_t *snap_get_span(struct snap_reader *r, uint64_t n);
+/* Returns a malloc'd copy of the next n bytes (the caller frees it), or
+ * NULL when n is 0 or on failure (an overrun, or out of memory, which
+ * marks the reader failed). */
+uint8_t *snap_get_copy(struct snap_reader *r, uint64_t n);
 /* Reads a string of at most max-1 bytes with no NUL into out (NUL-terminated). */
 void snap_get_string(struct snap_reader *r, char *out, size_t max);
 size_t snap_remaining(const struct snap_reader *r);

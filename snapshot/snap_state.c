@@ -517,15 +517,7 @@ static void decode_nodes(struct snap_reader *r, struct snap_state *s)
 			break;
 		}
 		total += n->size;
-		const uint8_t *bytes = snap_get_span(r, n->size);
-		if (n->size) {
-			n->data = malloc(n->size);
-			if (!n->data) {
-				snap_reader_fail(r, "out of memory for /tmp node %u", i);
-				break;
-			}
-			memcpy(n->data, bytes, n->size);
-		}
+		n->data = snap_get_copy(r, n->size);
 	}
 	free(names.slots);
 	if (!r->failed && total > s->memory.mem_size)
@@ -555,15 +547,7 @@ static void decode_pipes(struct snap_reader *r, struct snap_state *s)
 			snap_reader_fail(r, "pipe %u buffers %llu bytes", i, (unsigned long long)p->length);
 			break;
 		}
-		const uint8_t *bytes = snap_get_span(r, p->length);
-		if (bytes && p->length) {
-			p->bytes = malloc(p->length);
-			if (!p->bytes) {
-				snap_reader_fail(r, "out of memory for pipe %u", i);
-				break;
-			}
-			memcpy(p->bytes, bytes, p->length);
-		}
+		p->bytes = snap_get_copy(r, p->length);
 	}
 }
 
@@ -644,15 +628,7 @@ static void decode_files(struct snap_reader *r, struct snap_state *s)
 			snap_reader_fail(r, "open file %u (kind %u) refers to something invalid", i, f->kind);
 			break;
 		}
-		const uint8_t *bytes = snap_get_span(r, f->data_size);
-		if (bytes && f->data_size) {
-			f->data = malloc(f->data_size);
-			if (!f->data) {
-				snap_reader_fail(r, "out of memory");
-				break;
-			}
-			memcpy(f->data, bytes, f->data_size);
-		}
+		f->data = snap_get_copy(r, f->data_size);
 	}
 }
 

@@ -474,7 +474,7 @@ int main(int argc, char **argv)
 			(long)((result_out.tv_sec - event_in.tv_sec) * 1000000 +
 			       (result_out.tv_nsec - event_in.tv_nsec) / 1000));
 	}
-	if (outcome == RESPONDED && pid > 0)
+	if (outcome == RESPONDED && pid > 0 && !warm) /* a pre-touched VM shows every page as used */
 		record_hot_pages(dir, snapshot, pid);
 	/* The VM serves one invocation and is destroyed. */
 	if (pid > 0) {

@@ -759,6 +759,17 @@ if [[ -f $HELLO/function.json ]]; then
 	else
 		fail hot_pages_recorded "no usable $HELLO/hot-pages after a successful invocation"
 	fi
+	# Only an invocation that was not pre-touched may record them: in a
+	# pre-touched VM every snapshot page looks used.
+	mv "$HELLO/hot-pages" "$T/hot-pages.saved"
+	invoke warm_records_nothing "$HELLO" --warm --event "$T/hello.json"
+	if [[ $IRC == 0 && ! -e $HELLO/hot-pages ]]; then
+		pass warm_records_no_hot_pages
+	else
+		fail warm_records_no_hot_pages "exit $IRC; hot pages written: $([[ -e $HELLO/hot-pages ]] && wc -l <"$HELLO/hot-pages")" "$ERR"
+	fi
+	rm -f "$HELLO/hot-pages"
+	mv "$T/hot-pages.saved" "$HELLO/hot-pages"
 	invoke warm_with_hot_pages "$HELLO" --warm --event "$T/hello.json"
 	if [[ $IRC == 0 ]] && jcheck warm_with_hot_pages "$OUT" 'j["message"] == "hello world"' &&
 		grep -q 'event in to result out' "$ERR"; then
