@@ -10,7 +10,7 @@ OBJ     := $(BUILD)/obj
 CC      := gcc
 CFLAGS  := -std=gnu11 -O2 -g -Wall -Wextra -Wformat=2 -Wshadow \
            -Wmissing-prototypes -Wstrict-prototypes -Werror -Wno-format-truncation \
-           -D_GNU_SOURCE -Icommon -Ivmm -Isnapshot -I$(BUILD)/gen
+           -D_GNU_SOURCE -Icommon -Ivmm -Ivmm/kernel -Ivmm/platform -Ivmm/loader -Isnapshot -I$(BUILD)/gen
 LDFLAGS :=
 LDLIBS  :=
 
@@ -40,7 +40,8 @@ $(DEPS_STAMP): scripts/deps.sh
 	$(Q)mkdir -p build && touch $@
 
 # ---- ember-vmm -------------------------------------------------------------
-VMM_SRCS := $(wildcard vmm/*.c) $(wildcard snapshot/snap_*.c) common/error.c common/durable.c
+VMM_SRCS := $(wildcard vmm/*.c vmm/kernel/*.c vmm/loader/*.c vmm/platform/*.c vmm/platform/kvm/*.c) \
+            vmm/platform/systrap/systrap.c $(wildcard snapshot/snap_*.c) common/error.c common/durable.c
 VMM_OBJS := $(patsubst %.c,$(OBJ)/%.o,$(VMM_SRCS)) $(OBJ)/vmm/vdso/vdso_blob.o
 
 $(OBJ)/%.o: %.c | $(DEPS_STAMP)
@@ -51,7 +52,7 @@ $(OBJ)/%.o: %.c | $(DEPS_STAMP)
 $(BUILD)/gen/syscall_names.h: scripts/syscall-names.sh
 	@mkdir -p $(dir $@)
 	$(Q)bash scripts/syscall-names.sh > $@
-$(OBJ)/vmm/syscall.o: $(BUILD)/gen/syscall_names.h
+$(OBJ)/vmm/kernel/syscall.o: $(BUILD)/gen/syscall_names.h
 
 $(BIN)/ember-vmm: $(VMM_OBJS)
 	@mkdir -p $(dir $@)
@@ -144,8 +145,8 @@ $(BUILD)/guest/%: tests/guest/%.c tests/guest/guest_test.h | $(DEPS_STAMP)
 # Unit tests always build with the sanitizers: they exist to catch misuse.
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRCS))
-VMM_TESTABLE := vmm/memory_map.c vmm/memfs.c vmm/pipe.c vmm/file_layers.c vmm/fdtable.c \
-                vmm/vm.c vmm/clock.c snapshot/snap_state.c snapshot/snap_buffer.c snapshot/pack_archive.c common/error.c common/durable.c
+VMM_TESTABLE := vmm/kernel/memory_map.c vmm/kernel/memfs.c vmm/kernel/pipe.c vmm/kernel/file_layers.c \
+                vmm/kernel/fdtable.c vmm/platform/vm.c vmm/kernel/clock.c snapshot/snap_state.c snapshot/snap_buffer.c snapshot/pack_archive.c common/error.c common/durable.c
 .PHONY: units fuzzers
 units: $(UNIT_BINS) $(CTL_TEST_BINS) $(BUILD)/tests/bundle_test $(BUILD)/tests/rapi_test
 $(BUILD)/unit/%: tests/unit/%.c tests/unit/unit_test.h $(VMM_TESTABLE) $(BUILD)/gen/syscall_names.h | $(DEPS_STAMP)
@@ -161,7 +162,8 @@ $(BUILD)/fuzz/%: tests/fuzz/%.c $(VMM_TESTABLE) $(BUILD)/gen/syscall_names.h | $
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  FUZZ    $@")
 	$(Q)clang -std=gnu11 -g -O1 -Wall -Wextra -Wno-gnu-variable-sized-type-not-at-end -D_GNU_SOURCE \
-	    -Icommon -Ivmm -Isnapshot -I$(BUILD)/gen -fsanitize=fuzzer,address,undefined -o $@ $< $(VMM_TESTABLE)
+	    -Icommon -Ivmm -Ivmm/kernel -Ivmm/platform -Ivmm/loader -Isnapshot -I$(BUILD)/gen \
+	    -fsanitize=fuzzer,address,undefined -o $@ $< $(VMM_TESTABLE)
 
 # The packed-snapshot fuzz target also needs the LZ4 layer (snapshot/pack.c).
 $(BUILD)/fuzz/fuzz_snapshot_archive: tests/fuzz/fuzz_snapshot_archive.c snapshot/pack.c $(VMM_TESTABLE) \
@@ -169,7 +171,8 @@ $(BUILD)/fuzz/fuzz_snapshot_archive: tests/fuzz/fuzz_snapshot_archive.c snapshot
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  FUZZ    $@")
 	$(Q)clang -std=gnu11 -g -O1 -Wall -Wextra -Wno-gnu-variable-sized-type-not-at-end -D_GNU_SOURCE \
-	    -Icommon -Ivmm -Isnapshot -I$(BUILD)/gen -fsanitize=fuzzer,address,undefined -o $@ $< snapshot/pack.c \
+	    -Icommon -Ivmm -Ivmm/kernel -Ivmm/platform -Ivmm/loader -Isnapshot -I$(BUILD)/gen \
+	    -fsanitize=fuzzer,address,undefined -o $@ $< snapshot/pack.c \
 	    $(VMM_TESTABLE) -llz4
 
 # ---- pool-manager: bundle unpacking, its unit tests and fuzz target --------
@@ -202,7 +205,7 @@ bench: all
 	$(Q)BUILD=$(BUILD) bash bench/run-all.sh
 
 # The project's own C (tests and benchmarks follow it loosely; not checked).
-FORMATTED := $(wildcard vmm/*.[ch] vmm/vdso/*.[ch] common/*.[ch] snapshot/*.[ch] ctl/*.[ch] \
+FORMATTED := $(wildcard vmm/*.[ch] vmm/*/*.[ch] vmm/platform/*/*.[ch] common/*.[ch] snapshot/*.[ch] ctl/*.[ch] \
                         worker/*.[ch] pool-manager/*.[ch])
 format:
 	$(Q)clang-format -i $(FORMATTED)

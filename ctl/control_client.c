@@ -111,10 +111,19 @@ int ctl_parse_stats(const unsigned char *payload, size_t length, struct ember_co
 	stats->dirty_pages = FIELD64(dirty_pages);
 	stats->syscalls = FIELD64(syscalls);
 	stats->state = FIELD32(state);
-	stats->reserved = FIELD32(reserved);
+	stats->platform = FIELD32(platform);
 #undef FIELD64
 #undef FIELD32
 	return 0;
+}
+
+const char *ctl_platform_name(uint32_t platform)
+{
+	switch (platform) {
+	case EMBER_CONTROL_PLATFORM_KVM: return "kvm";
+	case EMBER_CONTROL_PLATFORM_SYSTRAP: return "systrap";
+	default: return "unknown";
+	}
 }
 
 const char *ctl_state_name(uint32_t state)

@@ -58,6 +58,8 @@ int ctl_parse_stats(const unsigned char *payload, size_t length, struct ember_co
 /* The JSON name of a VM state: "running", "paused", "exited", or "unknown"
  * for any other value.  The string is static. */
 const char *ctl_state_name(uint32_t state);
+/* "kvm", "systrap", or "unknown" for any other value of the stats field. */
+const char *ctl_platform_name(uint32_t platform);
 
 /* Copies the `length` bytes of `message` into `out` (of `out_size` bytes,
  * at least 1) as printable ASCII: bytes 0x20..0x7e except '\' stay, '\' becomes

@@ -168,7 +168,8 @@ static char *stats_to_json(const struct ember_control_stats *stats, struct ember
 	    set_unsigned(object, "dirty_pages", stats->dirty_pages, err) < 0 ||
 	    set_unsigned(object, "syscalls", stats->syscalls, err) < 0)
 		goto out;
-	if (json_object_set_new(object, "state", json_string(ctl_state_name(stats->state))) < 0) {
+	if (json_object_set_new(object, "state", json_string(ctl_state_name(stats->state))) < 0 ||
+	    json_object_set_new(object, "platform", json_string(ctl_platform_name(stats->platform))) < 0) {
 		ember_error_set(err, "stats: build JSON: out of memory");
 		goto out;
 	}

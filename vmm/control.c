@@ -13,17 +13,14 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "platform.h"
 #include "snapshot.h"
 
 volatile sig_atomic_t vmm_interrupt_pending;
-static struct kvm_run *volatile interrupt_run;
-
 static void on_interrupt(int signal)
 {
 	(void)signal;
-	struct kvm_run *run = interrupt_run;
-	if (run)
-		run->immediate_exit = 1;
+	vmm_platform_interrupt_running();
 }
 
 int vmm_interrupt_install(struct ember_error *err)
@@ -83,37 +80,6 @@ static int respond_message(int fd, int status, const char *message)
 	return respond(fd, status, message, strlen(message));
 }
 
-/* Resident and anonymous (private) bytes of this process, and the pages
- * of guest memory written since start or restore (anonymous pages of the
- * guest memory mapping: copy-on-write copies after a restore). */
-static void memory_usage(struct vmm_control *control, struct ember_control_stats *stats)
-{
-	FILE *f = fopen("/proc/self/smaps", "re");
-	if (!f)
-		return;
-	char line[256];
-	uintptr_t guest = (uintptr_t)control->process->vm.mem;
-	uintptr_t guest_end = guest + control->process->vm.mem_size;
-	bool in_guest = false;
-	unsigned long long kb;
-	while (fgets(line, sizeof line, f)) {
-		unsigned long start, end;
-		char perms[8];
-		if (sscanf(line, "%lx-%lx %7s", &start, &end, perms) == 3) { /* a mapping's first line */
-			in_guest = start >= guest && start < guest_end;      /* madvise may split it */
-			continue;
-		}
-		if (sscanf(line, "Rss: %llu kB", &kb) == 1)
-			stats->host_rss_bytes += kb * 1024;
-		else if (sscanf(line, "Anonymous: %llu kB", &kb) == 1) {
-			stats->host_private_bytes += kb * 1024;
-			if (in_guest)
-				stats->dirty_pages += kb / 4;
-		}
-	}
-	fclose(f);
-}
-
 static void gather_stats(struct vmm_control *control, struct ember_control_stats *stats)
 {
 	memset(stats, 0, sizeof *stats);
@@ -122,7 +88,10 @@ static void gather_stats(struct vmm_control *control, struct ember_control_stats
 	pthread_mutex_lock(&control->lock);
 	stats->state = control->state;
 	pthread_mutex_unlock(&control->lock);
-	memory_usage(control, stats);
+	struct vmm_vm *vm = &control->process->vm;
+	vm->platform->memory_usage(vm, &stats->host_rss_bytes, &stats->host_private_bytes, &stats->dirty_pages);
+	stats->platform = vm->platform == &vmm_platform_kvm ? EMBER_CONTROL_PLATFORM_KVM
+							    : EMBER_CONTROL_PLATFORM_SYSTRAP;
 }
 
 /* Hands a command to the vCPU thread and waits for its answer. */
@@ -243,7 +212,6 @@ int vmm_control_start(struct vmm_control *control, struct vmm_process *process, 
 	control->state = start_paused ? EMBER_VM_PAUSED : EMBER_VM_RUNNING;
 	pthread_mutex_init(&control->lock, NULL);
 	pthread_cond_init(&control->changed, NULL);
-	interrupt_run = process->vm.run;
 	struct sockaddr_un address = {.sun_family = AF_UNIX};
 	if (strlen(path) >= sizeof address.sun_path)
 		return ember_error_set(err, "control socket path `%s` is too long", path);

@@ -62,12 +62,17 @@ struct ember_control_header {
 
 struct ember_control_stats {
 	uint64_t guest_memory_bytes; /* size of guest memory (the cap) */
-	uint64_t host_rss_bytes;     /* resident set of the VMM process */
+	uint64_t host_rss_bytes;     /* resident set of the VMM process (and its stub) */
 	uint64_t host_private_bytes; /* of which not shared (private dirty + anonymous) */
 	uint64_t dirty_pages;        /* guest pages written since start or restore */
 	uint64_t syscalls;           /* system calls served since start or restore */
 	uint32_t state;              /* enum ember_control_vm_state */
-	uint32_t reserved;           /* 0 */
+	uint32_t platform;           /* enum ember_control_platform: what runs the guest */
+};
+
+enum ember_control_platform {
+	EMBER_CONTROL_PLATFORM_KVM = 1,
+	EMBER_CONTROL_PLATFORM_SYSTRAP = 2,
 };
 
 _Static_assert(sizeof(struct ember_control_header) == 16, "control frame header is 16 bytes");

@@ -1,9 +1,11 @@
-/* ember-vmm: runs one Linux program in a new kernel-less KVM microVM, or
- * resumes one from a snapshot.
+/* ember-vmm: runs one Linux program in a new kernel-less microVM, or
+ * resumes one from a snapshot, on the KVM or the systrap platform.
  *
- *   ember-vmm run [--mem MiB] [--root DIR] [--task DIR] [--env K=V ...]
+ *   ember-vmm run [--platform P] [--mem MiB] [--root DIR] [--task DIR] [--env K=V ...]
  *                 [--timeout S] [--trace] [--control-sock PATH] -- PROGRAM [ARGS...]
- *   ember-vmm restore DIR [--control-sock PATH] [--timeout S] [--paused] [--trace]
+ *   ember-vmm restore DIR [--platform P] [--control-sock PATH] [--timeout S] [--paused] [--trace]
+ *
+ * P is kvm, systrap or auto (the default: KVM where /dev/kvm works).
  *
  * Exit status: the guest's own; 128+N when the guest was killed by signal
  * N; 124 when --timeout expired; 125 for a usage or host error; 126 when
@@ -22,6 +24,7 @@
 #include "elf_loader.h"
 #include "guest_layout.h"
 #include "memfs.h"
+#include "platform.h"
 #include "process.h"
 #include "snapshot.h"
 #include "vcpu_loop.h"
@@ -43,6 +46,7 @@ struct options {
 	const char *control_sock;
 	const char *runtime_api;
 	const char *hot_pages;
+	const char *platform;
 	bool paused;
 	bool pretouch;
 	uint64_t mem_mib;
@@ -59,14 +63,17 @@ struct options {
 static void usage(FILE *out)
 {
 	fprintf(out,
-		"usage: ember-vmm run [--mem MiB] [--root DIR] [--task DIR] [--env K=V ...]\n"
+		"usage: ember-vmm run [--platform P] [--mem MiB] [--root DIR] [--task DIR] [--env K=V ...]\n"
 		"                     [--timeout S] [--trace] [--control-sock PATH] [--runtime-api PATH]\n"
 		"                     -- PROGRAM [ARGS...]\n"
-		"       ember-vmm restore DIR [--root DIR] [--task DIR] [--control-sock PATH]\n"
+		"       ember-vmm restore DIR [--platform P] [--root DIR] [--task DIR] [--control-sock PATH]\n"
 		"                     [--runtime-api PATH] [--timeout S]\n"
 		"                     [--paused] [--pretouch] [--hot-pages FILE] [--trace]\n"
-		"Runs PROGRAM (a path inside the guest) in a new KVM microVM, or resumes the VM saved\n"
+		"Runs PROGRAM (a path inside the guest) in a new microVM, or resumes the VM saved\n"
 		"in snapshot DIR, and exits with the guest's status.\n"
+		"  --platform P  what runs the guest's instructions: kvm (a KVM VM), systrap (a stub\n"
+		"                process under seccomp traps) or auto (default: kvm where /dev/kvm\n"
+		"                works, else systrap); --trace names the choice\n"
 		"  --mem MiB     guest memory and memory cap, 16..16384 (default %d)\n"
 		"  --root DIR    read-only root layer, the guest's / (default: build/rootfs/base beside\n"
 		"                this binary)\n"
@@ -137,6 +144,12 @@ static int parse_options(int argc, char **argv, struct options *opt, struct embe
 			opt->runtime_api = value;
 		} else if (strcmp(arg, "--hot-pages") == 0 && opt->restore) {
 			opt->hot_pages = value;
+		} else if (strcmp(arg, "--platform") == 0) {
+			if (strcmp(value, "kvm") != 0 && strcmp(value, "systrap") != 0 &&
+			    strcmp(value, "auto") != 0)
+				return ember_error_set(err, "--platform %s: expected kvm, systrap or auto",
+						       value);
+			opt->platform = value;
 		} else if (opt->restore && strcmp(arg, "--timeout") != 0 &&
 			   strcmp(arg, "--runtime-api") != 0 && strcmp(arg, "--root") != 0 &&
 			   strcmp(arg, "--task") != 0) {
@@ -289,7 +302,8 @@ static int set_up(struct vmm_process *process, const struct options *opt, int *e
 	if (!root)
 		return ember_error_set(err, "no --root given and the default root cannot be found");
 	size_t vdso_size = (size_t)(vmm_vdso_image_end - vmm_vdso_image_start);
-	if (vmm_vm_create(&process->vm, opt->mem_mib << 20, vmm_vdso_image_start, vdso_size, err) < 0)
+	if (vmm_vm_create(&process->vm, process->platform, opt->mem_mib << 20, vmm_vdso_image_start, vdso_size,
+			  err) < 0)
 		return -1;
 	vmm_mm_init(&process->mm, &process->vm);
 	if (vmm_layers_open(&process->layers, root, opt->task, err) < 0)
@@ -330,12 +344,13 @@ static int set_up(struct vmm_process *process, const struct options *opt, int *e
 	if (vmm_stack_setup(process, &image, opt->argc, opt->argv, envc, envp, process->layers.exe_path, &rsp,
 			    err) < 0)
 		return -1;
-	if (vmm_vm_set_user_entry(&process->vm, image.entry, rsp, err) < 0)
+	if (process->vm.platform->set_entry(&process->vm, image.entry, rsp, err) < 0)
 		return -1;
-	if (vmm_clock_init(&process->clock, process->vm.vcpu_fd, err) < 0)
+	struct vmm_tsc_source tsc;
+	if (process->vm.platform->tsc(&process->vm, &tsc, err) < 0 ||
+	    vmm_clock_init(&process->clock, &tsc, err) < 0)
 		return -1;
-	vmm_clock_publish(&process->clock,
-			  vmm_gpa_system(&process->vm, GUEST_VVAR_ADDR, sizeof(struct vmm_vvar)));
+	vmm_clock_publish(&process->clock, process->vm.vvar);
 	if (vmm_timeout_arm(process, opt->timeout, err) < 0)
 		return -1;
 	return 0;
@@ -377,6 +392,12 @@ int main(int argc, char **argv)
 		process.restore_task = opt.task;
 	}
 	int rc = vmm_interrupt_install(&err);
+	if (rc == 0) {
+		process.platform = vmm_platform_choose(opt.platform ? opt.platform : "auto", &err);
+		rc = process.platform ? 0 : -1;
+	}
+	if (rc == 0 && opt.trace)
+		fprintf(stderr, "ember-vmm: platform %s\n", process.platform->name);
 	if (rc == 0 && opt.restore) {
 		rc = vmm_snapshot_restore(&process, opt.snapshot_dir, &err);
 		process.trace = opt.trace;

@@ -22,6 +22,7 @@
 #include "guest_layout.h"
 #include "memfs.h"
 #include "pipe.h"
+#include "platform.h"
 #include "snap_state.h"
 #include "syscalls.h"
 
@@ -202,8 +203,7 @@ static int capture(struct vmm_process *process, struct snap_state *s, struct emb
 {
 	memset(s, 0, sizeof *s);
 	snap_cpu_identify(&s->cpu);
-	s->cpu.stub_user_mode = process->stub_runs_in_user_mode;
-	if (vmm_vm_save_vcpu(&process->vm, &s->vcpu, err) < 0)
+	if (process->vm.platform->save(&process->vm, &s->vcpu, &s->cpu, err) < 0)
 		return -1;
 
 	struct snap_process *p = &s->process;
@@ -291,25 +291,36 @@ static bool page_is_zero(const uint8_t *page)
 	return any == 0;
 }
 
-/* Writes guest memory sparsely: only non-zero pages are written.  For
- * fresh (anonymous) memory, pages never touched are not resident and known
- * to be zero, so mincore() lets us skip them without reading. */
+/* Writes guest memory sparsely: only non-zero pages are written.  Pages
+ * the platform knows were never touched (fresh memory) are skipped
+ * without reading them. */
 static int write_memory(struct vmm_vm *vm, int fd, struct ember_error *err)
 {
 	if (ftruncate(fd, (off_t)vm->mem_size) < 0)
 		return ember_error_errno(err, errno, "size the memory file");
-	const size_t chunk = 2 << 20;
-	unsigned char resident[512];
-	for (uint64_t base = 0; base < vm->mem_size; base += chunk) {
-		uint8_t *host = vmm_gpa_system(vm, base, chunk);
-		bool check_residency = !vm->memory_from_file;
-		if (check_residency && mincore(host, chunk, resident) < 0)
-			check_residency = false;
+	enum { CHUNK = 2 << 20, CHUNK_PAGES = CHUNK / GUEST_PAGE_SIZE };
+	uint8_t *buffer = malloc(CHUNK);
+	if (!buffer)
+		return ember_error_set(err, "write guest memory: out of memory");
+	unsigned char resident[CHUNK_PAGES];
+	int rc = 0;
+	for (uint64_t base = 0; base < vm->mem_size && rc == 0; base += CHUNK) {
+		bool check_residency = vm->platform->residency(vm, base, CHUNK_PAGES, resident) == 0;
+		if (check_residency) {
+			bool any = false;
+			for (size_t page = 0; page < CHUNK_PAGES && !any; page++)
+				any = resident[page] & 1;
+			if (!any)
+				continue;
+		}
+		if (vmm_mem_read(vm, base, buffer, CHUNK, true) < 0) {
+			rc = ember_error_set(err, "read guest memory at %#llx", (unsigned long long)base);
+			break;
+		}
 		uint64_t run_start = 0, run_length = 0;
-		for (size_t page = 0; page <= chunk / GUEST_PAGE_SIZE; page++) {
-			bool data = page < chunk / GUEST_PAGE_SIZE &&
-				    (!check_residency || (resident[page] & 1)) &&
-				    !page_is_zero(host + page * GUEST_PAGE_SIZE);
+		for (size_t page = 0; page <= CHUNK_PAGES; page++) {
+			bool data = page < CHUNK_PAGES && (!check_residency || (resident[page] & 1)) &&
+				    !page_is_zero(buffer + page * GUEST_PAGE_SIZE);
 			if (data) {
 				if (run_length == 0)
 					run_start = page * GUEST_PAGE_SIZE;
@@ -317,13 +328,16 @@ static int write_memory(struct vmm_vm *vm, int fd, struct ember_error *err)
 				continue;
 			}
 			if (run_length &&
-			    write_all(fd, host + run_start, run_length, (off_t)(base + run_start)) < 0)
-				return ember_error_errno(err, errno, "write guest memory at %#llx",
-							 (unsigned long long)(base + run_start));
+			    write_all(fd, buffer + run_start, run_length, (off_t)(base + run_start)) < 0) {
+				rc = ember_error_errno(err, errno, "write guest memory at %#llx",
+						       (unsigned long long)(base + run_start));
+				break;
+			}
 			run_length = 0;
 		}
 	}
-	return 0;
+	free(buffer);
+	return rc;
 }
 
 static int write_file(const char *dir, const char *name, const void *data, size_t length,
@@ -608,34 +622,6 @@ static void restore_process_fields(struct vmm_process *process, const struct sna
 	memcpy(process->thread_name, p->thread_name, sizeof process->thread_name);
 }
 
-#ifndef MADV_POPULATE_READ
-#define MADV_POPULATE_READ 22
-#endif
-
-/* Maps every data page of the memory file into our page tables, read-only
- * (shared with the page cache, not copied), so the restored guest's first
- * touches cost less: what a warm pool holds. */
-static void pretouch_memory(struct vmm_vm *vm, int memory_fd)
-{
-	off_t position = 0, size = (off_t)vm->mem_size;
-	while (position < size) {
-		off_t data = lseek(memory_fd, position, SEEK_DATA);
-		if (data < 0)
-			break;
-		off_t hole = lseek(memory_fd, data, SEEK_HOLE);
-		if (hole < 0 || hole > size)
-			hole = size;
-		uint8_t *host = vmm_gpa_system(vm, (uint64_t)data, (uint64_t)(hole - data));
-		if (host && madvise(host, (size_t)(hole - data), MADV_POPULATE_READ) < 0) {
-			volatile uint8_t sink = 0;
-			for (off_t at = 0; at < hole - data; at += (off_t)GUEST_PAGE_SIZE)
-				sink ^= host[at]; /* older kernels: touch by hand */
-			(void)sink;
-		}
-		position = hole;
-	}
-}
-
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23
 #endif
@@ -705,12 +691,12 @@ static int prepare_hot_pages(struct vmm_vm *vm, const char *path, struct ember_e
 		line = end + 3;
 	}
 	for (size_t i = 0; i < count; i++) {
-		uint8_t *host = vmm_gpa_system(vm, ranges[i].first * GUEST_PAGE_SIZE,
+		uint8_t *host = vmm_mem_direct(vm, ranges[i].first * GUEST_PAGE_SIZE,
 					       ranges[i].pages * GUEST_PAGE_SIZE);
 		if (host && ranges[i].write) /* best effort: an old kernel just skips it */
 			madvise(host, ranges[i].pages * GUEST_PAGE_SIZE, MADV_POPULATE_WRITE);
 	}
-	vmm_vm_guest_touch(vm, ranges, count); /* best effort too: it is only speed */
+	vm->platform->touch(vm, ranges, count); /* best effort too: it is only speed */
 	rc = 0;
 out:
 	free(ranges);
@@ -743,10 +729,11 @@ int vmm_snapshot_restore(struct vmm_process *process, const char *dir, struct em
 				(long long)st.st_size, (unsigned long long)state.memory.mem_size);
 		goto out;
 	}
-	if (vmm_vm_restore(&process->vm, memory_fd, state.memory.mem_size, &state.vcpu, err) < 0)
+	if (vmm_vm_restore(&process->vm, process->platform, memory_fd, state.memory.mem_size, &state.vcpu,
+			   err) < 0)
 		goto out;
 	if (process->pretouch)
-		pretouch_memory(&process->vm, memory_fd);
+		process->vm.platform->pretouch(&process->vm, memory_fd);
 	if (process->hot_pages_path && prepare_hot_pages(&process->vm, process->hot_pages_path, err) < 0)
 		goto out;
 	if (restore_memory_map(process, &state.memory, err) < 0)
@@ -775,7 +762,9 @@ int vmm_snapshot_restore(struct vmm_process *process, const char *dir, struct em
 			vmm_memfs_node_unref(nodes[i]); /* now held by its open files only */
 	restore_process_fields(process, &state.process);
 
-	if (vmm_clock_init(&process->clock, process->vm.vcpu_fd, err) < 0)
+	struct vmm_tsc_source tsc;
+	if (process->vm.platform->tsc(&process->vm, &tsc, err) < 0 ||
+	    vmm_clock_init(&process->clock, &tsc, err) < 0)
 		goto out;
 	/* The guest's monotonic clock never goes back, even on a host that
 	 * booted after the snapshot was taken. */
@@ -784,8 +773,7 @@ int vmm_snapshot_restore(struct vmm_process *process, const char *dir, struct em
 	int64_t host_now = now.tv_sec * 1000000000LL + now.tv_nsec;
 	if (state.monotonic_ns > host_now)
 		vmm_clock_set_guest_monotonic_offset(&process->clock, state.monotonic_ns - host_now);
-	vmm_clock_publish(&process->clock,
-			  vmm_gpa_system(&process->vm, GUEST_VVAR_ADDR, sizeof(struct vmm_vvar)));
+	vmm_clock_publish(&process->clock, process->vm.vvar);
 	rc = 0;
 out:
 	free(nodes);

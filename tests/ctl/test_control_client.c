@@ -132,12 +132,13 @@ static void test_parse_stats(void)
 	int result = ctl_parse_stats(payload, 48, &stats, &err);
 	check(result == 0 && stats.guest_memory_bytes == 0x0807060504030201ULL &&
 		      stats.syscalls == 0x2827262524232221ULL && stats.state == 0x2c2b2a29u &&
-		      stats.reserved == 0x302f2e2du,
+		      stats.platform == 0x302f2e2du,
 	      "stats/little-endian", "result %d, guest_memory_bytes 0x%llx, state 0x%x", result,
 	      (unsigned long long)stats.guest_memory_bytes, stats.state);
 	check(ctl_parse_stats(payload, 47, &stats, &err) == -1, "stats/short", "accepted");
 	check(ctl_parse_stats(payload, 49, &stats, &err) == -1, "stats/long", "accepted");
-	check(strcmp(ctl_state_name(EMBER_VM_RUNNING), "running") == 0 &&
+	check(strcmp(ctl_platform_name(EMBER_CONTROL_PLATFORM_SYSTRAP), "systrap") == 0 && strcmp(ctl_platform_name(7), "unknown") == 0 &&
+		      strcmp(ctl_state_name(EMBER_VM_RUNNING), "running") == 0 &&
 		      strcmp(ctl_state_name(EMBER_VM_PAUSED), "paused") == 0 &&
 		      strcmp(ctl_state_name(EMBER_VM_EXITED), "exited") == 0 &&
 		      strcmp(ctl_state_name(0), "unknown") == 0 &&

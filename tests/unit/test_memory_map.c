@@ -330,36 +330,36 @@ static void test_zeroing(void)
 	struct vmm_memory_map *mm = &f.mm;
 	uint64_t a = mm->low + 4 * MIB, result = 0;
 	vmm_mm_map(mm, a, 4 * PAGE, 1, 3, 0, &result);
-	memset(f.vm.mem + a, 0xab, 4 * PAGE);
+	memset(f.vm.direct + a, 0xab, 4 * PAGE);
 	vmm_mm_unmap(mm, a + PAGE, PAGE);
 	vmm_mm_map(mm, a + 3 * PAGE, PAGE, 1, 3, 0, &result);
-	bool ok = f.vm.mem[a] == 0xab && f.vm.mem[a + PAGE] == 0 && f.vm.mem[a + 2 * PAGE - 1] == 0 &&
-		  f.vm.mem[a + 2 * PAGE] == 0xab && f.vm.mem[a + 3 * PAGE] == 0 && f.vm.mem[a + 4 * PAGE - 1] == 0;
-	unit_check(ok, "mm_unmap_and_fixed_zero", "bytes %02x %02x %02x %02x", f.vm.mem[a], f.vm.mem[a + PAGE],
-		   f.vm.mem[a + 2 * PAGE], f.vm.mem[a + 3 * PAGE]);
+	bool ok = f.vm.direct[a] == 0xab && f.vm.direct[a + PAGE] == 0 && f.vm.direct[a + 2 * PAGE - 1] == 0 &&
+		  f.vm.direct[a + 2 * PAGE] == 0xab && f.vm.direct[a + 3 * PAGE] == 0 && f.vm.direct[a + 4 * PAGE - 1] == 0;
+	unit_check(ok, "mm_unmap_and_fixed_zero", "bytes %02x %02x %02x %02x", f.vm.direct[a], f.vm.direct[a + PAGE],
+		   f.vm.direct[a + 2 * PAGE], f.vm.direct[a + 3 * PAGE]);
 
 	/* All program memory is present to the guest's CPU, so a guest can write
 	 * to pages it has not mapped.  A new mapping must still read as zero
 	 * (memory_map.h: "The memory reads as zero"). */
 	uint64_t stray = mm->low + 8 * MIB;
-	memset(f.vm.mem + stray, 0xee, 4 * PAGE);
+	memset(f.vm.direct + stray, 0xee, 4 * PAGE);
 	int rc = vmm_mm_map(mm, stray, PAGE, 1, 3, 0, &result);
-	unit_check(rc == 0 && f.vm.mem[stray] == 0 && f.vm.mem[stray + PAGE - 1] == 0, "mm_fixed_map_of_written_page_zero",
-		   "guest wrote 0xee to unmapped page %#" PRIx64 ", then MAP_FIXED there reads %#04x", stray, f.vm.mem[stray]);
+	unit_check(rc == 0 && f.vm.direct[stray] == 0 && f.vm.direct[stray + PAGE - 1] == 0, "mm_fixed_map_of_written_page_zero",
+		   "guest wrote 0xee to unmapped page %#" PRIx64 ", then MAP_FIXED there reads %#04x", stray, f.vm.direct[stray]);
 	rc = vmm_mm_map(mm, stray + 2 * PAGE, PAGE, 0, 3, 0, &result);
-	unit_check(rc == 0 && result == stray + 2 * PAGE && f.vm.mem[result] == 0 && f.vm.mem[result + PAGE - 1] == 0,
+	unit_check(rc == 0 && result == stray + 2 * PAGE && f.vm.direct[result] == 0 && f.vm.direct[result + PAGE - 1] == 0,
 		   "mm_hinted_map_of_written_page_zero",
 		   "guest wrote 0xee to unmapped page %#" PRIx64 ", then mmap with that hint reads %#04x", stray + 2 * PAGE,
-		   f.vm.mem[stray + 2 * PAGE]);
+		   f.vm.direct[stray + 2 * PAGE]);
 
 	/* MAP_FIXED over heap pages replaces them with zero pages, as on Linux. */
 	vmm_mm_setup_process(mm, MIB, mm->low + MIB);
 	uint64_t heap = mm->brk_start;
 	vmm_mm_brk(mm, heap + 4 * PAGE);
-	memset(f.vm.mem + heap, 0x77, 4 * PAGE);
+	memset(f.vm.direct + heap, 0x77, 4 * PAGE);
 	rc = vmm_mm_map(mm, heap + PAGE, PAGE, 1, 3, 0, &result);
-	unit_check(rc == 0 && f.vm.mem[heap + PAGE] == 0 && f.vm.mem[heap + 2 * PAGE - 1] == 0 && f.vm.mem[heap] == 0x77,
-		   "mm_fixed_over_heap_zero", "MAP_FIXED over a heap page: rc %d, page reads %#04x", rc, f.vm.mem[heap + PAGE]);
+	unit_check(rc == 0 && f.vm.direct[heap + PAGE] == 0 && f.vm.direct[heap + 2 * PAGE - 1] == 0 && f.vm.direct[heap] == 0x77,
+		   "mm_fixed_over_heap_zero", "MAP_FIXED over a heap page: rc %d, page reads %#04x", rc, f.vm.direct[heap + PAGE]);
 	fixture_close(&f);
 }
 
@@ -375,13 +375,13 @@ static void test_brk(void)
 	unit_check(vmm_mm_brk(mm, 0) == start, "mm_brk_query", "brk(0) = %#" PRIx64, vmm_mm_brk(mm, 0));
 	unit_check(vmm_mm_brk(mm, start - 1) == start, "mm_brk_below_start", "moved below brk_start");
 	unit_check(vmm_mm_brk(mm, start + 10 * PAGE + 5) == start + 10 * PAGE + 5, "mm_brk_grow", "brk did not grow");
-	memset(f.vm.mem + start, 0xcd, 11 * PAGE);
+	memset(f.vm.direct + start, 0xcd, 11 * PAGE);
 	unit_check(vmm_mm_brk(mm, start + 2 * PAGE) == start + 2 * PAGE, "mm_brk_shrink", "brk did not shrink");
-	unit_check(f.vm.mem[start + 2 * PAGE - 1] == 0xcd && f.vm.mem[start + 2 * PAGE] == 0 &&
-			   f.vm.mem[start + 11 * PAGE - 1] == 0,
+	unit_check(f.vm.direct[start + 2 * PAGE - 1] == 0xcd && f.vm.direct[start + 2 * PAGE] == 0 &&
+			   f.vm.direct[start + 11 * PAGE - 1] == 0,
 		   "mm_brk_shrink_zeroes", "released heap pages not zero");
 	unit_check(vmm_mm_brk(mm, start + 2 * PAGE + 1) == start + 2 * PAGE + 1 &&
-			   f.vm.mem[start + 2 * PAGE] == 0,
+			   f.vm.direct[start + 2 * PAGE] == 0,
 		   "mm_brk_regrow_zero", "regrown heap not zero");
 
 	/* A mapping right above the heap stops it. */

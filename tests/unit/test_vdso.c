@@ -29,6 +29,7 @@
 
 #include "clock.h"
 #include "guest_layout.h"
+#include "platform.h"
 
 #define PAGE_SIZE 4096UL
 #define NANOSECONDS_PER_SECOND 1000000000LL
@@ -701,7 +702,10 @@ int main(int argc, char **argv)
 	int vcpu_fd = open_vcpu(&why);
 	uint64_t kvm_hz = 0;
 	if (vcpu_fd >= 0) {
-		int result = vmm_clock_init(&clock, vcpu_fd, &err);
+		int khz = ioctl(vcpu_fd, KVM_GET_TSC_KHZ, 0);
+		struct vmm_tsc_source kvm_tsc = {.hz = khz > 0 ? (uint64_t)khz * 1000 : 0,
+						 .hz_source = "KVM_GET_TSC_KHZ"};
+		int result = vmm_clock_init(&clock, &kvm_tsc, &err);
 		if (check(result == 0 && strcmp(clock.tsc_hz_source, "KVM_GET_TSC_KHZ") == 0, "clock_init_kvm",
 			  "%s", result < 0 ? err.message : clock.tsc_hz_source)) {
 			kvm_hz = clock.tsc_hz;
@@ -714,7 +718,7 @@ int main(int argc, char **argv)
 	}
 
 	struct vmm_clock calibrated;
-	int result = vmm_clock_init(&calibrated, -1, &err);
+	int result = vmm_clock_init(&calibrated, NULL, &err);
 	if (check(result == 0 && strcmp(calibrated.tsc_hz_source, "calibration") == 0 &&
 			  calibrated.guest_tsc_offset == 0,
 		  "clock_init_calibration", "%s", result < 0 ? err.message : "wrong source or offset")) {

@@ -1,7 +1,7 @@
 /* The few helpers every host-side unit test of the VMM shares: one line per
  * check ("PASS name" or "FAIL name: detail"), a failure count for the exit
  * status, and a fake `struct vmm_vm` whose guest memory is a plain host
- * mapping, so modules that only need vmm_gpa() run without /dev/kvm.
+ * mapping, so modules that only need guest memory run without a platform.
  * Header-only: each test is one translation unit plus the modules it tests. */
 #ifndef EMBER_UNIT_TEST_H
 #define EMBER_UNIT_TEST_H
@@ -50,21 +50,20 @@ static inline int unit_check(int passed, const char *name, const char *detail_fo
 static inline int unit_fake_vm(struct vmm_vm *vm, uint64_t mem_size)
 {
 	memset(vm, 0, sizeof *vm);
-	vm->kvm_fd = vm->vm_fd = vm->vcpu_fd = -1;
 	void *mem = mmap(NULL, mem_size, PROT_READ | PROT_WRITE,
 			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (mem == MAP_FAILED)
 		return -1;
-	vm->mem = mem;
+	vm->direct = mem;
 	vm->mem_size = mem_size;
 	return 0;
 }
 
 static inline void unit_fake_vm_free(struct vmm_vm *vm)
 {
-	if (vm->mem)
-		munmap(vm->mem, vm->mem_size);
-	vm->mem = NULL;
+	if (vm->direct)
+		munmap(vm->direct, vm->mem_size);
+	vm->direct = NULL;
 }
 
 /* The exit status: 0 when every check passed. */

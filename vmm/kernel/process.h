@@ -4,8 +4,8 @@
  * serves it.
  *
  * The guest controls every register and every byte it hands over, so each
- * handler validates its arguments before use: pointers through vmm_gpa()
- * (EFAULT), descriptors through the table (EBADF), everything else against
+ * handler validates its arguments before use: pointers through the
+ * guest_* helpers of syscalls.h (EFAULT), descriptors through the table (EBADF), everything else against
  * Linux's rules (EINVAL).  A guest's mistake gets an errno or ends the
  * guest; it never ends the VMM with anything but the guest's own status. */
 #ifndef VMM_PROCESS_H
@@ -47,6 +47,7 @@ struct vmm_control;
 
 struct vmm_process {
 	struct vmm_vm vm;
+	const struct vmm_platform *platform; /* chosen by --platform, before the VM exists */
 	struct vmm_control *control;  /* the control socket, or NULL */
 	const char *runtime_api_path; /* host Unix socket behind 127.0.0.1:9001, or NULL */
 	bool pretouch;                /* restore: map the snapshot's pages in up front */
@@ -66,10 +67,11 @@ struct vmm_process {
 	struct vmm_signal_action signal_actions[VMM_SIGNAL_COUNT + 1];
 	uint64_t altstack[3];
 	bool trace;
-	bool stub_mode_known;        /* has the first system call been seen? */
-	bool stub_runs_in_user_mode; /* PVM: the syscall stub keeps the user CS */
 	bool restart_syscall;        /* the last call returned VMM_ERESTART */
 	uint64_t syscall_count;
+	void *scratch; /* the bounce buffer of guest_buffer_get() */
+	size_t scratch_size;
+	bool scratch_busy;
 
 	enum vmm_exit_kind exit_kind;
 	int exit_status;

@@ -6,11 +6,12 @@
 #include "clock.h"
 
 #include <errno.h>
-#include <linux/kvm.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <x86intrin.h>
+
+#include "platform.h"
 
 #define NANOSECONDS_PER_SECOND 1000000000LL
 
@@ -111,46 +112,19 @@ static int clock_calibrate(uint64_t *tsc_hz, struct ember_error *err)
 	return 0;
 }
 
-/* Reads the vCPU's TSC offset attribute if KVM has it.  Returns 1 if found,
- * 0 if KVM lacks it, -1 with err set if KVM claims it and then fails. */
-static int clock_read_kvm_tsc_offset(int vcpu_fd, int64_t *offset, struct ember_error *err)
-{
-	uint64_t value = 0;
-	struct kvm_device_attr attribute = {
-		.group = KVM_VCPU_TSC_CTRL,
-		.attr = KVM_VCPU_TSC_OFFSET,
-		.addr = (uint64_t)(uintptr_t)&value,
-	};
-	if (ioctl(vcpu_fd, KVM_HAS_DEVICE_ATTR, &attribute) < 0)
-		return 0;
-	if (ioctl(vcpu_fd, KVM_GET_DEVICE_ATTR, &attribute) < 0)
-		return ember_error_errno(err, errno, "read vCPU attribute KVM_VCPU_TSC_OFFSET");
-	*offset = (int64_t)value;
-	return 1;
-}
-
-int vmm_clock_init(struct vmm_clock *clock, int vcpu_fd, struct ember_error *err)
+int vmm_clock_init(struct vmm_clock *clock, const struct vmm_tsc_source *tsc, struct ember_error *err)
 {
 	memset(clock, 0, sizeof *clock);
-
-	int khz = vcpu_fd >= 0 ? ioctl(vcpu_fd, KVM_GET_TSC_KHZ, 0) : -1;
-	if (khz > 0) {
-		clock->tsc_hz = (uint64_t)khz * 1000;
-		clock->tsc_hz_source = "KVM_GET_TSC_KHZ";
+	if (tsc && tsc->hz) {
+		clock->tsc_hz = tsc->hz;
+		clock->tsc_hz_source = tsc->hz_source;
 	} else {
 		if (clock_calibrate(&clock->tsc_hz, err) < 0)
 			return ember_error_wrap(err, "guest clock");
 		clock->tsc_hz_source = "calibration";
 	}
-
-	clock->guest_tsc_offset_source = "none";
-	if (vcpu_fd >= 0) {
-		int found = clock_read_kvm_tsc_offset(vcpu_fd, &clock->guest_tsc_offset, err);
-		if (found < 0)
-			return ember_error_wrap(err, "guest clock");
-		if (found)
-			clock->guest_tsc_offset_source = "KVM_VCPU_TSC_OFFSET";
-	}
+	clock->guest_tsc_offset = tsc ? tsc->offset : 0;
+	clock->guest_tsc_offset_source = tsc && tsc->offset_source ? tsc->offset_source : "none";
 
 	clock_choose_scale(clock->tsc_hz, &clock->tsc_mult_nominal, &clock->tsc_shift);
 	clock->refresh_interval_ticks = clock->tsc_hz / REFRESH_INTERVALS_PER_SECOND;

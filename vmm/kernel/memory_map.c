@@ -32,9 +32,7 @@ void vmm_mm_destroy(struct vmm_memory_map *mm)
 
 void vmm_mm_zero(struct vmm_memory_map *mm, uint64_t addr, uint64_t len)
 {
-	void *host = vmm_gpa(mm->vm, addr, len);
-	if (host && len)
-		madvise(host, len, MADV_DONTNEED);
+	vmm_mem_discard(mm->vm, addr, len);
 }
 
 /* Index of the first region whose end is above addr. */

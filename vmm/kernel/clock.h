@@ -31,7 +31,7 @@ extern const unsigned char vmm_vdso_image_end[];
 
 struct vmm_clock {
 	/* Guest TSC ticks per second, and where that figure came from
-	 * ("KVM_GET_TSC_KHZ" or "calibration"). */
+	 * (the platform's source, e.g. "KVM_GET_TSC_KHZ", or "calibration"). */
 	uint64_t tsc_hz;
 	const char *tsc_hz_source;
 
@@ -65,15 +65,14 @@ struct vmm_clock {
 	uint64_t steer_count;
 };
 
-/* Sets up *clock for the vCPU whose fd is vcpu_fd: the TSC frequency from
- * KVM_GET_TSC_KHZ (or, if that fails or vcpu_fd is -1, a 20 ms calibration
- * against the host's CLOCK_MONOTONIC), the guest TSC offset from the vCPU
- * attribute KVM_VCPU_TSC_CTRL/KVM_VCPU_TSC_OFFSET when KVM_HAS_DEVICE_ATTR
- * says it exists (else 0).  Publishes nothing.  Returns 0, or -1 with err
- * set when no usable frequency can be found or KVM fails on an attribute it
- * claims to have.  Assumes KVM does not scale the guest's TSC (Ember never
- * sets KVM_SET_TSC_KHZ) and that the host TSC is invariant. */
-int vmm_clock_init(struct vmm_clock *clock, int vcpu_fd, struct ember_error *err);
+/* Sets up *clock for a guest whose TSC the platform describes (`tsc`:
+ * its frequency and offset from the host's TSC, platform.h).  Without a
+ * frequency (tsc NULL or hz 0) the clock calibrates the TSC for 20 ms
+ * against the host's CLOCK_MONOTONIC.  Publishes nothing.  Returns 0, or
+ * -1 with err set when no usable frequency can be found.  Assumes the host
+ * TSC is invariant. */
+struct vmm_tsc_source;
+int vmm_clock_init(struct vmm_clock *clock, const struct vmm_tsc_source *tsc, struct ember_error *err);
 
 /* Overrides the guest TSC offset (guest TSC = host TSC + offset), for hosts
  * where the guest's rdtsc does not follow what KVM reports (on PVM, user

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "platform.h"
 #include "syscalls.h"
 
 #define ARCH_SET_GS           0x1001
@@ -109,7 +110,7 @@ SYSCALL(arch_prctl)
 	case ARCH_SET_GS:
 		if (addr >= CANONICAL_LIMIT)
 			return -EPERM;
-		if (vmm_vm_set_segment_base(&process->vm, code == ARCH_SET_GS, addr, &err) < 0)
+		if (process->vm.platform->set_segment_base(&process->vm, code == ARCH_SET_GS, addr, &err) < 0)
 			return -EINVAL;
 		*(code == ARCH_SET_GS ? &process->gs_base : &process->fs_base) = addr;
 		return 0;

@@ -5,10 +5,12 @@
  *
  * A handler receives the six argument registers and returns the value for
  * rax: a result >= 0 or -errno.  Guest memory is reached only through the
- * guest_* helpers below, which check ranges with vmm_gpa(). */
+ * guest_* helpers below, which check ranges against guest memory and the
+ * guest's own mappings and copy through the platform (vm.h). */
 #ifndef VMM_SYSCALLS_H
 #define VMM_SYSCALLS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -16,11 +18,34 @@
 
 typedef int64_t (*vmm_syscall_handler)(struct vmm_process *process, const uint64_t *args);
 
-/* Host pointer for guest range [addr, addr+len), or NULL (EFAULT). */
+/* 0 if guest range [addr, addr+len) lies in program memory and in what
+ * the guest has mapped, else -EFAULT. */
+int guest_check(struct vmm_process *process, uint64_t addr, uint64_t len);
+/* Host pointer for guest range [addr, addr+len) on platforms that map
+ * guest memory into the VMM, else NULL (also for a bad range). */
 void *guest_pointer(struct vmm_process *process, uint64_t addr, uint64_t len);
 /* Copies between guest and host; 0 or -EFAULT. */
 int guest_copy_in(struct vmm_process *process, void *dst, uint64_t addr, size_t len);
 int guest_copy_out(struct vmm_process *process, uint64_t addr, const void *src, size_t len);
+
+/* A guest range as host memory for bulk data (file and socket I/O): the
+ * VMM's own mapping where the platform has one, else a bounce buffer.
+ * guest_buffer_get() checks the range (-EFAULT) and, with `fill`, copies
+ * the guest's bytes in (for data going to the host); guest_buffer_put()
+ * copies the first `written` bytes back to the guest (for data coming from
+ * the host; 0 for none) and releases the buffer: every get is paired with
+ * one put.  Never for anything the VMM validates: copy that in once. */
+struct guest_buffer {
+	void *data;
+	uint64_t addr;
+	size_t len;
+	bool bounce;  /* data is a copy */
+	bool scratch; /* ...in the process's reusable scratch buffer */
+};
+int guest_buffer_get(struct vmm_process *process, uint64_t addr, size_t len, bool fill,
+		     struct guest_buffer *buffer);
+int guest_buffer_put(struct vmm_process *process, struct guest_buffer *buffer, size_t written);
+
 /* Copies a NUL-terminated guest string of at most size-1 bytes; 0, -EFAULT
  * or -ENAMETOOLONG. */
 int guest_string(struct vmm_process *process, uint64_t addr, char *out, size_t size);

@@ -48,6 +48,28 @@ static int read_exact(int fd, void *buf, size_t len, uint64_t offset)
 	return 0;
 }
 
+/* Reads len bytes of fd at offset into guest memory at addr: straight into
+ * the VMM's mapping where the platform has one, else through a bounce
+ * buffer one piece at a time. */
+static int read_into_guest(struct vmm_process *process, int fd, uint64_t addr, uint64_t len, uint64_t offset)
+{
+	void *host = vmm_mem_direct(&process->vm, addr, len);
+	if (host)
+		return read_exact(fd, host, len, offset);
+	if (!vmm_mem_in_program(&process->vm, addr, len))
+		return -1;
+	enum { PIECE = 1 << 20 };
+	static uint8_t piece[PIECE];
+	for (uint64_t done = 0; done < len;) {
+		size_t n = len - done < PIECE ? (size_t)(len - done) : PIECE;
+		if (read_exact(fd, piece, n, offset + done) < 0 ||
+		    vmm_mem_write(&process->vm, addr + done, piece, n, false) < 0)
+			return -1;
+		done += n;
+	}
+	return 0;
+}
+
 static int open_program(struct vmm_process *process, const char *path, int *host_fd, uint64_t *size,
 			struct ember_error *err)
 {
@@ -173,8 +195,7 @@ static int load_segments(struct vmm_process *process, int fd, struct loaded_elf 
 		Elf64_Phdr *p = &elf->phdrs[i];
 		if (p->p_type != PT_LOAD || p->p_filesz == 0)
 			continue;
-		void *host = vmm_gpa(&process->vm, elf->bias + p->p_vaddr, p->p_filesz);
-		if (!host || read_exact(fd, host, p->p_filesz, p->p_offset) < 0)
+		if (read_into_guest(process, fd, elf->bias + p->p_vaddr, p->p_filesz, p->p_offset) < 0)
 			return ember_error_set(err, "segment %u: cannot read its bytes", i);
 	}
 	return 0;
@@ -247,10 +268,8 @@ static uint64_t push_bytes(struct vmm_process *process, uint64_t *sp, const void
 	if (*sp < process->mm.stack_low + len)
 		return 0;
 	*sp -= len;
-	void *host = vmm_gpa(&process->vm, *sp, len);
-	if (!host)
+	if (vmm_mem_write(&process->vm, *sp, bytes, len, false) < 0)
 		return 0;
-	memcpy(host, bytes, len);
 	return *sp;
 }
 

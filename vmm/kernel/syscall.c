@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -145,7 +146,7 @@ static const char *syscall_name(uint64_t number)
 
 void vmm_syscall(struct vmm_process *process)
 {
-	struct kvm_regs *regs = vmm_vm_regs(&process->vm);
+	struct vmm_regs *regs = &process->vm.regs;
 	uint64_t number = regs->rax;
 	/* Copy the arguments once; handlers never reread the registers. */
 	const uint64_t args[6] = {regs->rdi, regs->rsi, regs->rdx, regs->r10, regs->r8, regs->r9};
@@ -160,7 +161,6 @@ void vmm_syscall(struct vmm_process *process)
 		fprintf(stderr, "ember-vmm: %s(%#llx, %#llx, %#llx) -> %s\n", syscall_name(number),
 			(unsigned long long)args[0], (unsigned long long)args[1], (unsigned long long)args[2],
 			strerror((int)-result));
-	regs = vmm_vm_regs(&process->vm); /* a handler may have refreshed the cache */
 	process->restart_syscall = result == -VMM_ERESTART;
 	regs->rax = process->restart_syscall ? number : (uint64_t)result;
 	vmm_vm_regs_changed(&process->vm);
@@ -169,47 +169,112 @@ void vmm_syscall(struct vmm_process *process)
 /* A guest buffer must lie in guest memory and in what the guest has
  * mapped (or its heap), as Linux requires: a call never scribbles over
  * memory the program did not ask for. */
+int guest_check(struct vmm_process *process, uint64_t addr, uint64_t len)
+{
+	if (!vmm_mem_in_program(&process->vm, addr, len) || !vmm_mm_covers(&process->mm, addr, len))
+		return -EFAULT;
+	return 0;
+}
+
 void *guest_pointer(struct vmm_process *process, uint64_t addr, uint64_t len)
 {
-	void *host = vmm_gpa(&process->vm, addr, len);
-	if (!host || !vmm_mm_covers(&process->mm, addr, len))
+	if (guest_check(process, addr, len) < 0)
 		return NULL;
-	return host;
+	return vmm_mem_direct(&process->vm, addr, len);
 }
 
 int guest_copy_in(struct vmm_process *process, void *dst, uint64_t addr, size_t len)
 {
-	const void *src = guest_pointer(process, addr, len);
-	if (!src)
+	if (guest_check(process, addr, len) < 0)
 		return -EFAULT;
-	memcpy(dst, src, len);
-	return 0;
+	return vmm_mem_read(&process->vm, addr, dst, len, false);
 }
 
 int guest_copy_out(struct vmm_process *process, uint64_t addr, const void *src, size_t len)
 {
-	void *dst = guest_pointer(process, addr, len);
-	if (!dst)
+	if (guest_check(process, addr, len) < 0)
 		return -EFAULT;
-	memcpy(dst, src, len);
+	return vmm_mem_write(&process->vm, addr, src, len, false);
+}
+
+/* Bounce buffers up to this size are kept for the next call. */
+#define SCRATCH_KEEP_MAX (16u << 20)
+
+int guest_buffer_get(struct vmm_process *process, uint64_t addr, size_t len, bool fill,
+		     struct guest_buffer *buffer)
+{
+	memset(buffer, 0, sizeof *buffer);
+	buffer->addr = addr;
+	buffer->len = len;
+	if (guest_check(process, addr, len) < 0)
+		return -EFAULT;
+	buffer->data = vmm_mem_direct(&process->vm, addr, len);
+	if (buffer->data || len == 0)
+		return 0;
+	if (!process->scratch_busy && len <= SCRATCH_KEEP_MAX) {
+		if (process->scratch_size < len) {
+			void *grown = realloc(process->scratch, len);
+			if (!grown)
+				return -ENOMEM;
+			process->scratch = grown;
+			process->scratch_size = len;
+		}
+		buffer->data = process->scratch;
+		process->scratch_busy = true;
+		buffer->scratch = true;
+	} else {
+		buffer->data = malloc(len);
+		if (!buffer->data)
+			return -ENOMEM;
+	}
+	buffer->bounce = true;
+	if (fill && vmm_mem_read(&process->vm, addr, buffer->data, len, false) < 0) {
+		guest_buffer_put(process, buffer, 0);
+		return -EFAULT;
+	}
 	return 0;
+}
+
+int guest_buffer_put(struct vmm_process *process, struct guest_buffer *buffer, size_t written)
+{
+	int rc = 0;
+	if (buffer->bounce) {
+		if (written > buffer->len)
+			written = buffer->len;
+		if (written)
+			rc = vmm_mem_write(&process->vm, buffer->addr, buffer->data, written, false);
+		if (buffer->scratch)
+			process->scratch_busy = false;
+		else
+			free(buffer->data);
+	}
+	memset(buffer, 0, sizeof *buffer);
+	return rc;
 }
 
 int guest_string(struct vmm_process *process, uint64_t addr, char *out, size_t size)
 {
-	const char *src = guest_pointer(process, addr, 1);
-	if (!src)
+	if (guest_check(process, addr, 1) < 0)
 		return -EFAULT;
 	/* Up to the end of the mapped run the string starts in. */
 	uint64_t available = 0;
 	while (available < size && vmm_mm_covers(&process->mm, addr + available, 1))
 		available = ((addr + available) | (GUEST_PAGE_SIZE - 1)) + 1 - addr;
 	size_t limit = available < size ? (size_t)available : size;
-	const char *end = memchr(src, '\0', limit);
-	if (!end)
-		return limit < size ? -EFAULT : -ENAMETOOLONG;
-	memcpy(out, src, (size_t)(end - src) + 1);
-	return 0;
+	/* Page by page, so that a short string costs one small copy. */
+	size_t done = 0;
+	while (done < limit) {
+		size_t chunk = (size_t)(GUEST_PAGE_SIZE - ((addr + done) & (GUEST_PAGE_SIZE - 1)));
+		if (chunk > limit - done)
+			chunk = limit - done;
+		if (vmm_mem_read(&process->vm, addr + done, out + done, chunk, false) < 0)
+			return -EFAULT;
+		const char *end = memchr(out + done, '\0', chunk);
+		if (end)
+			return 0;
+		done += chunk;
+	}
+	return limit < size ? -EFAULT : -ENAMETOOLONG;
 }
 
 int guest_path_at(struct vmm_process *process, int64_t dirfd, uint64_t addr, char *out)
