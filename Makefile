@@ -41,8 +41,10 @@ $(DEPS_STAMP): scripts/deps.sh
 
 # ---- ember-vmm -------------------------------------------------------------
 VMM_SRCS := $(wildcard vmm/*.c vmm/kernel/*.c vmm/loader/*.c vmm/platform/*.c vmm/platform/kvm/*.c) \
-            vmm/platform/systrap/systrap.c $(wildcard snapshot/snap_*.c) common/error.c common/durable.c
-VMM_OBJS := $(patsubst %.c,$(OBJ)/%.o,$(VMM_SRCS)) $(OBJ)/vmm/vdso/vdso_blob.o
+            vmm/platform/systrap/systrap.c vmm/platform/systrap/systrap_stub.c \
+            $(wildcard snapshot/snap_*.c) common/error.c common/durable.c
+VMM_OBJS := $(patsubst %.c,$(OBJ)/%.o,$(VMM_SRCS)) $(OBJ)/vmm/vdso/vdso_blob.o \
+            $(OBJ)/vmm/platform/systrap/stub_blob.o
 
 $(OBJ)/%.o: %.c | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
@@ -71,6 +73,21 @@ $(BUILD)/vdso/vdso.so: vmm/vdso/vdso.c vmm/vdso/vdso.lds vmm/vdso/vvar.h | $(DEP
 $(OBJ)/vmm/vdso/vdso_blob.o: vmm/vdso/vdso_blob.S $(BUILD)/vdso/vdso.so
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) -c -DVDSO_PATH='"$(BUILD)/vdso/vdso.so"' -o $@ $<
+
+# The systrap stub: a freestanding static program at a fixed address,
+# embedded into ember-vmm and run from a memfd (vmm/platform/systrap).
+STUB_CFLAGS := -std=gnu11 -O2 -Wall -Wextra -Werror -static -nostdlib -ffreestanding -fno-builtin \
+               -fno-stack-protector -fpie -no-pie -fno-asynchronous-unwind-tables -mno-red-zone \
+               -Ivmm/platform -Ivmm/platform/systrap
+$(BUILD)/stub/ember-stub: vmm/platform/systrap/stub.c vmm/platform/systrap/stub.lds \
+		vmm/platform/systrap/stub_abi.h vmm/platform/guest_layout.h | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  STUB    $@")
+	$(Q)$(CC) $(STUB_CFLAGS) -Wl,-T,vmm/platform/systrap/stub.lds -Wl,--build-id=none -o $@ \
+	    vmm/platform/systrap/stub.c
+$(OBJ)/vmm/platform/systrap/stub_blob.o: vmm/platform/systrap/stub_blob.S $(BUILD)/stub/ember-stub
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) -c -DSTUB_PATH='"$(BUILD)/stub/ember-stub"' -o $@ $<
 
 # ---- ember-snapshot: pack, unpack and verify snapshots (liblz4) ------------
 SNAPSHOT_TOOL_SRCS := snapshot/ember_snapshot.c snapshot/pack.c snapshot/pack_archive.c \
@@ -213,6 +230,6 @@ format-check:
 	$(Q)clang-format --dry-run --Werror $(FORMATTED)
 
 clean:
-	rm -rf build/bin build/obj build/vdso build/guest build/unit build/fuzz build/gen build/bench build/tests build/sanitize
+	rm -rf build/bin build/obj build/vdso build/stub build/guest build/unit build/fuzz build/gen build/bench build/tests build/sanitize
 
 -include $(shell find $(OBJ) -name '*.d' 2>/dev/null)

@@ -79,3 +79,11 @@ void ember_socket_dir_remove(const char *dir)
 	}
 	rmdir(dir);
 }
+
+const char *ember_platform_choice(const char *given)
+{
+	if (given)
+		return given;
+	const char *from_environment = getenv("EMBER_PLATFORM");
+	return from_environment && from_environment[0] ? from_environment : "auto";
+}

@@ -29,4 +29,8 @@ int ember_socket_dir(char *out, size_t size, struct ember_error *err);
 /* Removes a directory made by ember_socket_dir and the sockets in it. */
 void ember_socket_dir_remove(const char *dir);
 
+/* The --platform to start ember-vmm with: `given` (from a --platform
+ * option) if not NULL, else the environment's EMBER_PLATFORM, else "auto". */
+const char *ember_platform_choice(const char *given);
+
 #endif

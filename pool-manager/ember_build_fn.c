@@ -131,7 +131,7 @@ int main(int argc, char **argv)
 	struct ember_function_config config;
 	memset(&config, 0, sizeof config);
 	config.timeout_s = 3;
-	const char *bundle = NULL, *out = NULL;
+	const char *bundle = NULL, *out = NULL, *platform = NULL;
 	struct ember_error err;
 	for (int i = 1; i < argc; i++) {
 		const char *arg = argv[i], *value = i + 1 < argc ? argv[i + 1] : NULL;
@@ -153,6 +153,8 @@ int main(int argc, char **argv)
 			bundle = value;
 		else if (strcmp(arg, "--out") == 0)
 			out = value;
+		else if (strcmp(arg, "--platform") == 0)
+			platform = value; /* ember-vmm checks it */
 		else if (strcmp(arg, "--name") == 0)
 			snprintf(config.name, sizeof config.name, "%s", value);
 		else if (strcmp(arg, "--mem") == 0 || strcmp(arg, "--timeout") == 0) {
@@ -258,8 +260,10 @@ int main(int argc, char **argv)
 	char mem_text[16], *vm_argv[MAX_VM_ARGS];
 	int vm_argc = 0, used = 0;
 	snprintf(mem_text, sizeof mem_text, "%u", config.memory_mb);
-	char *fixed[] = {vmm,      "run", "--mem",         mem_text,   "--root",         root,
-			 "--task", task,  "--runtime-api", api_socket, "--control-sock", control_socket};
+	char *fixed[] = {vmm,    "run",      "--platform",    (char *)ember_platform_choice(platform),
+			 "--mem", mem_text,  "--root",        root,
+			 "--task", task,     "--runtime-api", api_socket,
+			 "--control-sock", control_socket};
 	for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
 		vm_argv[vm_argc++] = fixed[i];
 	char memory_text[16];

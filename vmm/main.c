@@ -69,11 +69,13 @@ static void usage(FILE *out)
 		"       ember-vmm restore DIR [--platform P] [--root DIR] [--task DIR] [--control-sock PATH]\n"
 		"                     [--runtime-api PATH] [--timeout S]\n"
 		"                     [--paused] [--pretouch] [--hot-pages FILE] [--trace]\n"
+		"       ember-vmm platforms   (which platforms can run on this host, and why not)\n"
 		"Runs PROGRAM (a path inside the guest) in a new microVM, or resumes the VM saved\n"
 		"in snapshot DIR, and exits with the guest's status.\n"
 		"  --platform P  what runs the guest's instructions: kvm (a KVM VM), systrap (a stub\n"
 		"                process under seccomp traps) or auto (default: kvm where /dev/kvm\n"
-		"                works, else systrap); --trace names the choice\n"
+		"                works, else systrap; the environment's EMBER_PLATFORM if set);\n"
+		"                --trace names the choice\n"
 		"  --mem MiB     guest memory and memory cap, 16..16384 (default %d)\n"
 		"  --root DIR    read-only root layer, the guest's / (default: build/rootfs/base beside\n"
 		"                this binary)\n"
@@ -364,12 +366,29 @@ static const char *signal_name(int signal)
 	return name;
 }
 
+/* `ember-vmm platforms`: one line per platform, "NAME available" or
+ * "NAME unavailable: why", best first (the order auto tries them in). */
+static int list_platforms(void)
+{
+	const struct vmm_platform *const platforms[] = {&vmm_platform_kvm, &vmm_platform_systrap};
+	for (size_t i = 0; i < sizeof platforms / sizeof platforms[0]; i++) {
+		struct ember_error why;
+		if (platforms[i]->available(&why) == 1)
+			printf("%s available\n", platforms[i]->name);
+		else
+			printf("%s unavailable: %s\n", platforms[i]->name, why.message);
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
 		usage(stdout);
 		return 0;
 	}
+	if (argc == 2 && strcmp(argv[1], "platforms") == 0)
+		return list_platforms();
 	struct ember_error err;
 	struct options opt;
 	if (parse_options(argc, argv, &opt, &err) < 0) {
@@ -393,7 +412,11 @@ int main(int argc, char **argv)
 	}
 	int rc = vmm_interrupt_install(&err);
 	if (rc == 0) {
-		process.platform = vmm_platform_choose(opt.platform ? opt.platform : "auto", &err);
+		const char *from_environment = getenv("EMBER_PLATFORM");
+		const char *name = opt.platform                               ? opt.platform
+				   : from_environment && from_environment[0] ? from_environment
+									     : "auto";
+		process.platform = vmm_platform_choose(name, &err);
 		rc = process.platform ? 0 : -1;
 	}
 	if (rc == 0 && opt.trace)

@@ -212,12 +212,13 @@ static int wait_until_paused(const char *socket_path, struct ember_error *err)
 
 static void usage(FILE *out)
 {
-	fprintf(out, "usage: ember-invoke DIR [--event FILE|-] [--timeout S]\n"
+	fprintf(out, "usage: ember-invoke DIR [--event FILE|-] [--timeout S] [--warm] [--platform P]\n"
 		     "Restores one VM from the function built in DIR (ember-build-fn), serves it one event,\n"
 		     "prints the response on stdout and the function's logs on stderr.\n"
 		     "  --event FILE  the JSON event (`-` for stdin; default {})\n"
 		     "  --timeout S   the invocation timeout (default: the function's)\n"
 		     "  --warm        restore paused and pre-touched first; report event-in-to-result-out\n"
+		     "  --platform P  kvm, systrap or auto (default: $EMBER_PLATFORM, else auto)\n"
 		     "Exit status: 0 ok, 1 function error, 2 usage, 3 timeout, 4 runtime failure, 5 host "
 		     "error.\n");
 }
@@ -307,7 +308,7 @@ static bool relay_logs(int fd, uint64_t *relayed)
 
 int main(int argc, char **argv)
 {
-	const char *dir = NULL, *event_path = NULL;
+	const char *dir = NULL, *event_path = NULL, *platform = NULL;
 	double timeout = 0;
 	bool warm = false;
 	for (int i = 1; i < argc; i++) {
@@ -318,6 +319,8 @@ int main(int argc, char **argv)
 			warm = true;
 		} else if (strcmp(argv[i], "--event") == 0 && i + 1 < argc) {
 			event_path = argv[++i];
+		} else if (strcmp(argv[i], "--platform") == 0 && i + 1 < argc) {
+			platform = argv[++i]; /* ember-vmm checks it */
 		} else if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc) {
 			char *end;
 			timeout = strtod(argv[++i], &end);
@@ -417,7 +420,8 @@ int main(int argc, char **argv)
 	/* Arguments after the first NULL are not passed: --paused and the
 	 * rest only for --warm. */
 	char *vmm_argv[] = {vmm,          "restore",
-			    snapshot,     "--root",
+			    snapshot,     "--platform",
+			    (char *)ember_platform_choice(platform), "--root",
 			    root,         "--task",
 			    task,         "--runtime-api",
 			    socket_path,  "--timeout",

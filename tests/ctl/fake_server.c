@@ -157,6 +157,7 @@ static void send_stats(int fd, uint64_t guest_memory, uint32_t state, size_t len
 	store_le64(payload + 24, 42);
 	store_le64(payload + 32, 9007199254740993ULL); /* 2^53 + 1: exact only as an integer */
 	store_le32(payload + 40, state);
+	store_le32(payload + 44, EMBER_CONTROL_PLATFORM_SYSTRAP);
 	send_frame(fd, EMBER_CONTROL_RESPONSE_MAGIC, EMBER_CONTROL_VERSION, EMBER_CONTROL_OK,
 		   (uint32_t)length, payload, length);
 }

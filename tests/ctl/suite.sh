@@ -242,7 +242,8 @@ import json, sys
 got = json.load(sys.stdin)
 want = {"guest_memory_bytes": 268435456, "host_rss_bytes": 12345678,
         "host_private_bytes": 1234567, "dirty_pages": 42,
-        "syscalls": 9007199254740993, "state": "paused"}
+        "syscalls": 9007199254740993, "state": "paused",
+        "platform": "systrap"}
 if got != want:
     sys.exit("got %r" % got)
 if list(got) != list(want):

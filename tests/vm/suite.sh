@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# The VM-level suite (issue 2): runs real KVM microVMs with ember-vmm and
+# ember-suite: microvms
+# The VM-level suite (issue 2): runs real microVMs (on $EMBER_PLATFORM: see
+# tests/lib/platform.sh) with ember-vmm and
 # checks what they print and how they end — the guest test programs in
 # tests/guest (expected output in tests/vm/expected), exit codes, busybox
 # from build/rootfs/base, Debian's python3 from build/rootfs/python3, the
@@ -51,18 +53,9 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ---- prerequisites -----------------------------------------------------------
-if [[ ! -e /dev/kvm ]]; then
-	skip vm "no /dev/kvm on this machine: microVMs cannot run"
-	exit 0
-fi
-if [[ ! -r /dev/kvm || ! -w /dev/kvm ]]; then
-	skip vm "/dev/kvm is not readable and writable by $(id -un)"
-	exit 0
-fi
-if [[ ! -x $VMM ]]; then
-	fail vm "ember-vmm is not built: $VMM missing (run make)"
-	exit 1
-fi
+# shellcheck source=../lib/platform.sh
+source "$REPO/tests/lib/platform.sh"
+platform_require vm "$VMM" || exit 1
 RUNNER=$T/runner
 if ! gcc -std=gnu11 -O1 -Wall -Wextra -o "$RUNNER" "$REPO/tests/vm/runner.c" 2>"$T/runner.err"; then
 	fail vm "cannot build the harness helper tests/vm/runner.c" "$T/runner.err"
@@ -396,7 +389,15 @@ if guest_built hostile/stubwrite stubwrite; then
 		run_guest "stubwrite-$mode" 30 -- /bin/stubwrite "$mode"
 		check_killed "hostile/stubwrite-$mode" 139 SIGSEGV
 	done
-	if grep -q 'stub page readable' "$T/stubwrite-stub.out"; then
+	# KVM's system-call stub lives at 0x18000 and must be readable; on
+	# systrap nothing of the VMM is mapped there, so the read itself faults.
+	if [[ $PLATFORM == systrap ]]; then
+		if grep -q 'page fault (vector 14) at address 0x18000 (read, not mapped)' "$T/stubwrite-stub.err"; then
+			pass hostile/stub-page-unmapped
+		else
+			fail hostile/stub-page-unmapped "reading 0x18000 did not fault as unmapped" "$T/stubwrite-stub.err"
+		fi
+	elif grep -q 'stub page readable' "$T/stubwrite-stub.out"; then
 		pass hostile/stub-page-user-readable
 	else
 		fail hostile/stub-page-user-readable "reading the stub page from user code failed" "$T/stubwrite-stub.err"

@@ -6,9 +6,15 @@
 #include "clock.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
-#include <sys/ioctl.h>
+#include <linux/perf_event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <x86intrin.h>
 
 #include "platform.h"
@@ -110,6 +116,80 @@ static int clock_calibrate(uint64_t *tsc_hz, struct ember_error *err)
 				       (unsigned long long)hz);
 	*tsc_hz = (uint64_t)hz;
 	return 0;
+}
+
+/* The kernel's own TSC-to-nanoseconds scale from a perf event's user page
+ * (set where the kernel's clock is the TSC), or 0. */
+static uint64_t tsc_hz_from_perf(void)
+{
+	struct perf_event_attr attr = {
+		.type = PERF_TYPE_SOFTWARE,
+		.size = sizeof attr,
+		.config = PERF_COUNT_SW_DUMMY,
+		.exclude_kernel = 1,
+		.exclude_hv = 1,
+	};
+	int fd = (int)syscall(SYS_perf_event_open, &attr, 0, -1, -1, PERF_FLAG_FD_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	long page_size = sysconf(_SC_PAGESIZE);
+	struct perf_event_mmap_page *page = mmap(NULL, (size_t)page_size, PROT_READ, MAP_SHARED, fd, 0);
+	close(fd);
+	if (page == MAP_FAILED)
+		return 0;
+	uint64_t hz = 0;
+	if (page->cap_user_time && page->time_mult && page->time_shift < 64)
+		hz = (uint64_t)(((unsigned __int128)NANOSECONDS_PER_SECOND << page->time_shift) / page->time_mult);
+	munmap(page, (size_t)page_size);
+	return hz;
+}
+
+/* The kernel's cpu_khz from /proc/cpuinfo, where it is the TSC's rate: on
+ * CPUs without APERF/MPERF the kernel reports the frequency it measured or
+ * the hypervisor gave it (to 1 kHz), otherwise a momentary clock.  0 when
+ * it cannot be trusted. */
+static uint64_t tsc_hz_from_cpuinfo(void)
+{
+	FILE *f = fopen("/proc/cpuinfo", "re");
+	if (!f)
+		return 0;
+	char line[4096];
+	double mhz = 0;
+	bool constant = false, aperfmperf = false, have_flags = false;
+	while (fgets(line, sizeof line, f) && !(mhz > 0 && have_flags)) {
+		if (mhz == 0 && sscanf(line, "cpu MHz : %lf", &mhz) == 1)
+			continue;
+		if (!have_flags && strncmp(line, "flags", 5) == 0) {
+			have_flags = true;
+			constant = strstr(line, " constant_tsc") != NULL;
+			aperfmperf = strstr(line, " aperfmperf") != NULL;
+		}
+	}
+	fclose(f);
+	if (!constant || aperfmperf || mhz <= 0)
+		return 0;
+	return (uint64_t)(mhz * 1000.0 + 0.5) * 1000;
+}
+
+uint64_t vmm_clock_host_tsc_hz(const char **source)
+{
+	static uint64_t hz;
+	static const char *found = "none";
+	if (!hz) {
+		uint64_t value = tsc_hz_from_perf();
+		const char *from = "perf_event time_mult";
+		if (!value) {
+			value = tsc_hz_from_cpuinfo();
+			from = "/proc/cpuinfo";
+		}
+		if (value >= TSC_HZ_MIN && value <= TSC_HZ_MAX) {
+			hz = value;
+			found = from;
+		}
+	}
+	if (source)
+		*source = found;
+	return hz;
 }
 
 int vmm_clock_init(struct vmm_clock *clock, const struct vmm_tsc_source *tsc, struct ember_error *err)

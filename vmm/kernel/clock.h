@@ -74,6 +74,13 @@ struct vmm_clock {
 struct vmm_tsc_source;
 int vmm_clock_init(struct vmm_clock *clock, const struct vmm_tsc_source *tsc, struct ember_error *err);
 
+/* The host TSC's frequency as the host kernel knows it, without measuring:
+ * from a perf event's time scale where the kernel clocks by the TSC, else
+ * from /proc/cpuinfo where that reports the TSC's rate.  0 when neither
+ * can be trusted (then calibrate).  *source names the one used.  Read
+ * once per process. */
+uint64_t vmm_clock_host_tsc_hz(const char **source);
+
 /* Overrides the guest TSC offset (guest TSC = host TSC + offset), for hosts
  * where the guest's rdtsc does not follow what KVM reports (on PVM, user
  * code may read the raw host TSC: offset 0).  Forgets the last publish, so

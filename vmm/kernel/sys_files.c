@@ -204,6 +204,52 @@ static int64_t file_write(struct vmm_process *process, struct vmm_file *file, co
 	}
 }
 
+/* What one read or write moves: the file and the position (< 0: the
+ * file's own offset). */
+struct file_io {
+	struct vmm_file *file;
+	int64_t pos;
+};
+
+static int64_t move_read(struct vmm_process *process, void *context, void *buf, size_t len, uint64_t done)
+{
+	struct file_io *io = context;
+	return file_read(process, io->file, buf, len, io->pos < 0 ? -1 : io->pos + (int64_t)done);
+}
+
+static int64_t move_write(struct vmm_process *process, void *context, void *buf, size_t len, uint64_t done)
+{
+	struct file_io *io = context;
+	return file_write(process, io->file, buf, len, io->pos < 0 ? -1 : io->pos + (int64_t)done);
+}
+
+/* A read may take a second piece only from files whose reads never block. */
+static bool reads_never_block(const struct vmm_file *file)
+{
+	switch (file->kind) {
+	case VMM_FILE_HOST:
+	case VMM_FILE_MEMFS:
+	case VMM_FILE_ZERO:
+	case VMM_FILE_RANDOM:
+	case VMM_FILE_SYNTHETIC: return true;
+	default: return false;
+	}
+}
+
+/* Moves [addr, addr+len) of guest memory to or from `file`. */
+static int64_t file_transfer(struct vmm_process *process, struct vmm_file *file, uint64_t addr, uint64_t len,
+			     int64_t pos, bool writing)
+{
+	struct file_io context = {file, pos};
+	struct guest_io io = {
+		.move = writing ? move_write : move_read,
+		.context = &context,
+		.to_guest = !writing,
+		.piecewise = writing || reads_never_block(file),
+	};
+	return guest_io(process, &io, addr, len);
+}
+
 static int64_t do_read(struct vmm_process *process, uint64_t fd, uint64_t addr, uint64_t len, int64_t pos)
 {
 	struct vmm_file *file = vmm_fd_get(&process->fds, fd);
@@ -211,10 +257,7 @@ static int64_t do_read(struct vmm_process *process, uint64_t fd, uint64_t addr, 
 		return -EBADF;
 	if (len > MAX_RW_COUNT)
 		len = MAX_RW_COUNT;
-	void *buf = guest_pointer(process, addr, len);
-	if (!buf)
-		return -EFAULT;
-	return file_read(process, file, buf, len, pos);
+	return file_transfer(process, file, addr, len, pos, false);
 }
 
 static int64_t do_write(struct vmm_process *process, uint64_t fd, uint64_t addr, uint64_t len, int64_t pos)
@@ -224,10 +267,7 @@ static int64_t do_write(struct vmm_process *process, uint64_t fd, uint64_t addr,
 		return -EBADF;
 	if (len > MAX_RW_COUNT)
 		len = MAX_RW_COUNT;
-	const void *buf = guest_pointer(process, addr, len);
-	if (!buf)
-		return -EFAULT;
-	return file_write(process, file, buf, len, pos);
+	return file_transfer(process, file, addr, len, pos, true);
 }
 
 SYSCALL(read)
@@ -268,7 +308,7 @@ static int64_t do_vector_io(struct vmm_process *process, const uint64_t *args, b
 	for (uint64_t i = 0; i < count; i++) {
 		if ((uint64_t)iov[i].iov_len > MAX_RW_COUNT - total)
 			iov[i].iov_len = MAX_RW_COUNT - total;
-		if (!guest_pointer(process, (uint64_t)(uintptr_t)iov[i].iov_base, iov[i].iov_len))
+		if (guest_check(process, (uint64_t)(uintptr_t)iov[i].iov_base, iov[i].iov_len) < 0)
 			return -EFAULT;
 		total += iov[i].iov_len;
 	}
@@ -276,9 +316,8 @@ static int64_t do_vector_io(struct vmm_process *process, const uint64_t *args, b
 	for (uint64_t i = 0; i < count; i++) {
 		if (iov[i].iov_len == 0)
 			continue;
-		void *buf = guest_pointer(process, (uint64_t)(uintptr_t)iov[i].iov_base, iov[i].iov_len);
-		int64_t n = writing ? file_write(process, file, buf, iov[i].iov_len, -1)
-				    : file_read(process, file, buf, iov[i].iov_len, -1);
+		int64_t n = file_transfer(process, file, (uint64_t)(uintptr_t)iov[i].iov_base, iov[i].iov_len,
+					  -1, writing);
 		if (n < 0)
 			return done ? done : n;
 		done += n;
@@ -507,7 +546,7 @@ static int64_t do_pipe(struct vmm_process *process, uint64_t fds_addr, uint64_t 
 {
 	if (flags & ~(uint64_t)(O_CLOEXEC | O_NONBLOCK | O_DIRECT))
 		return -EINVAL;
-	if (!guest_pointer(process, fds_addr, 2 * sizeof(int)))
+	if (guest_check(process, fds_addr, 2 * sizeof(int)) < 0)
 		return -EFAULT;
 	struct vmm_pipe *pipe = vmm_pipe_new();
 	if (!pipe)
@@ -621,7 +660,7 @@ SYSCALL(fcntl)
 		return guest_copy_out(process, arg, &lock, sizeof lock);
 	}
 	case F_SETLK:
-	case F_SETLKW: return guest_pointer(process, arg, sizeof(struct flock)) ? 0 : -EFAULT;
+	case F_SETLKW: return guest_check(process, arg, sizeof(struct flock));
 	case F_GETPIPE_SZ:
 		return (file->kind == VMM_FILE_PIPE_READ || file->kind == VMM_FILE_PIPE_WRITE)
 			       ? VMM_PIPE_CAPACITY
@@ -660,7 +699,7 @@ SYSCALL(ioctl)
 			return -ENOTTY;
 		uint8_t answer[64];
 		size_t size = request == TCGETS ? 36 : sizeof(struct winsize);
-		if (!guest_pointer(process, args[2], size))
+		if (guest_check(process, args[2], size) < 0)
 			return -EFAULT;
 		if (ioctl(file->host_fd, request, answer) < 0)
 			return -errno;
@@ -707,16 +746,14 @@ SYSCALL(getdents64)
 	if (!is_directory_kind(file->kind))
 		return -ENOTDIR;
 	uint64_t count = args[2] > BOUNCE_SIZE ? BOUNCE_SIZE : args[2];
-	uint8_t *out = guest_pointer(process, args[1], count);
-	if (!out)
+	if (guest_check(process, args[1], count) < 0)
 		return -EFAULT;
+	uint8_t out[BOUNCE_SIZE];
 	if (file->kind == VMM_FILE_HOST_DIR) {
-		uint8_t bounce[BOUNCE_SIZE];
-		long n = syscall(SYS_getdents64, file->host_fd, bounce, (size_t)count);
+		long n = syscall(SYS_getdents64, file->host_fd, out, (size_t)count);
 		if (n < 0)
 			return -errno;
-		memcpy(out, bounce, (size_t)n);
-		return n;
+		return guest_copy_out(process, args[1], out, (size_t)n) < 0 ? -EFAULT : n;
 	}
 	size_t used = 0;
 	for (;;) {
@@ -755,7 +792,7 @@ SYSCALL(getdents64)
 	     (file->kind == VMM_FILE_MEMFS_DIR ? vmm_memfs_child(file->node, file->offset - 2) != NULL
 					       : synthetic_entry(file->path, file->offset - 2) != NULL)))
 		return -EINVAL; /* buffer too small for one entry */
-	return (int64_t)used;
+	return guest_copy_out(process, args[1], out, used) < 0 ? -EFAULT : (int64_t)used;
 }
 
 SYSCALL(getcwd)

@@ -14,28 +14,43 @@
 
 #define PAGE_MASK (GUEST_PAGE_SIZE - 1)
 
-static int64_t fill_from_file(struct vmm_process *process, struct vmm_file *file, uint64_t addr, uint64_t len,
-			      uint64_t offset)
+/* Where a file mapping's bytes come from. */
+struct file_at {
+	struct vmm_file *file;
+	uint64_t offset;
+};
+
+static int64_t move_from_file(struct vmm_process *process, void *context, void *dst, size_t len, uint64_t done)
 {
-	uint8_t *dst = guest_pointer(process, addr, len);
-	if (!dst)
-		return -EFAULT;
-	if (file->kind == VMM_FILE_MEMFS) {
-		vmm_memfs_read(file->node, offset, dst, len);
-		return 0;
+	(void)process;
+	const struct file_at *at = context;
+	uint64_t offset = at->offset + done;
+	if (at->file->kind == VMM_FILE_MEMFS) {
+		vmm_memfs_read(at->file->node, offset, dst, len);
+		return (int64_t)len;
 	}
-	uint64_t done = 0;
-	while (done < len) {
-		ssize_t n = pread(file->host_fd, dst + done, len - done, (off_t)(offset + done));
+	size_t got = 0;
+	while (got < len) {
+		ssize_t n = pread(at->file->host_fd, (uint8_t *)dst + got, len - got, (off_t)(offset + got));
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
 			return -errno;
 		if (n == 0)
-			break; /* past the end of the file: the rest stays zero */
-		done += (uint64_t)n;
+			break; /* past the end of the file */
+		got += (size_t)n;
 	}
-	return 0;
+	memset((uint8_t *)dst + got, 0, len - got); /* a bounce buffer holds old bytes */
+	return (int64_t)len;
+}
+
+static int64_t fill_from_file(struct vmm_process *process, struct vmm_file *file, uint64_t addr, uint64_t len,
+			      uint64_t offset)
+{
+	struct file_at at = {file, offset};
+	struct guest_io io = {.move = move_from_file, .context = &at, .to_guest = true, .piecewise = true};
+	int64_t n = guest_io(process, &io, addr, len);
+	return n < 0 ? n : 0;
 }
 
 SYSCALL(mmap)
@@ -149,7 +164,11 @@ SYSCALL(mremap)
 	if (rc < 0)
 		return rc;
 	uint64_t keep = old_size < new_size ? old_size : new_size;
-	memmove(guest_pointer(process, moved, keep), guest_pointer(process, old_addr, keep), keep);
+	rc = guest_copy_within(process, moved, old_addr, keep);
+	if (rc < 0) {
+		vmm_mm_unmap(&process->mm, moved, new_size);
+		return rc;
+	}
 	vmm_mm_unmap(&process->mm, old_addr, old_size);
 	return (int64_t)moved;
 }
@@ -183,7 +202,7 @@ SYSCALL(madvise)
 	default: return -EINVAL;
 	}
 	len = (len + PAGE_MASK) & ~PAGE_MASK;
-	if (len && !guest_pointer(process, addr, len))
+	if (len && guest_check(process, addr, len) < 0)
 		return -ENOMEM;
 	if (advice == MADV_DONTNEED || advice == MADV_FREE)
 		vmm_mm_zero(&process->mm, addr, len);
@@ -204,9 +223,5 @@ SYSCALL(mincore)
 		return -EINVAL;
 	if (!vmm_mm_is_mapped(&process->mm, addr, len))
 		return -ENOMEM;
-	uint8_t *vec = guest_pointer(process, args[2], len / GUEST_PAGE_SIZE);
-	if (!vec)
-		return -EFAULT;
-	memset(vec, 1, len / GUEST_PAGE_SIZE);
-	return 0;
+	return guest_fill(process, args[2], 1, len / GUEST_PAGE_SIZE);
 }

@@ -203,6 +203,22 @@ SYSCALL(times)
 	return ticks;
 }
 
+static int64_t move_random(struct vmm_process *process, void *context, void *buf, size_t len, uint64_t done)
+{
+	(void)process, (void)context, (void)done;
+	size_t got = 0;
+	while (got < len) {
+		ssize_t n = getrandom((uint8_t *)buf + got, len - got, 0);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return got ? (int64_t)got : -errno;
+		}
+		got += (size_t)n;
+	}
+	return (int64_t)got;
+}
+
 SYSCALL(getrandom)
 {
 	uint64_t len = args[1], flags = args[2];
@@ -210,20 +226,8 @@ SYSCALL(getrandom)
 		return -EINVAL;
 	if (len > GETRANDOM_MAX)
 		len = GETRANDOM_MAX;
-	uint8_t *buf = guest_pointer(process, args[0], len);
-	if (!buf)
-		return -EFAULT;
-	uint64_t done = 0;
-	while (done < len) {
-		ssize_t n = getrandom(buf + done, len - done, 0);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		done += (uint64_t)n;
-	}
-	return (int64_t)done;
+	struct guest_io io = {.move = move_random, .to_guest = true, .piecewise = true};
+	return guest_io(process, &io, args[0], len);
 }
 
 SYSCALL(sched_getaffinity)
@@ -292,9 +296,7 @@ SYSCALL(futex)
 	}
 	case FUTEX_WAKE:
 	case FUTEX_WAKE_BITSET:
-		if (!guest_pointer(process, args[0], 4))
-			return -EFAULT;
-		return 0;
+		return guest_check(process, args[0], 4);
 	default: return -ENOSYS;
 	}
 }

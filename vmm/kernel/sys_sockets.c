@@ -264,6 +264,41 @@ SYSCALL(accept)
 	return socket_of(process, args[0], &error) ? -EINVAL : error;
 }
 
+/* What one send or receive moves: the socket and its flags. */
+struct socket_io {
+	struct vmm_file *file;
+	int flags;
+};
+
+static int64_t move_send(struct vmm_process *process, void *context, void *buf, size_t len, uint64_t done)
+{
+	(void)done;
+	struct socket_io *io = context;
+	return vmm_socket_send(process, io->file, buf, len, io->flags);
+}
+
+static int64_t move_receive(struct vmm_process *process, void *context, void *buf, size_t len, uint64_t done)
+{
+	(void)done;
+	struct socket_io *io = context;
+	return vmm_socket_receive(process, io->file, buf, len, io->flags);
+}
+
+/* Moves [addr, addr+len) of guest memory through the socket; a receive
+ * takes one piece only, since a second could block. */
+static int64_t socket_transfer(struct vmm_process *process, struct vmm_file *file, uint64_t addr, uint64_t len,
+			       int flags, bool sending)
+{
+	struct socket_io context = {file, flags};
+	struct guest_io io = {
+		.move = sending ? move_send : move_receive,
+		.context = &context,
+		.to_guest = !sending,
+		.piecewise = sending,
+	};
+	return guest_io(process, &io, addr, len);
+}
+
 SYSCALL(sendto)
 {
 	int64_t error;
@@ -273,8 +308,7 @@ SYSCALL(sendto)
 	if (args[3] & ~(uint64_t)MSG_FLAGS_ALLOWED)
 		return -EOPNOTSUPP;
 	uint64_t len = args[2] > 0x7ffff000 ? 0x7ffff000 : args[2];
-	const void *buf = guest_pointer(process, args[1], len);
-	if (!buf)
+	if (guest_check(process, args[1], len) < 0)
 		return -EFAULT;
 	if (args[4] && !file->socket_connected) {
 		uint8_t address[SOCKADDR_MAX];
@@ -285,7 +319,7 @@ SYSCALL(sendto)
 	}
 	if (args[4] && file->socket_type == SOCK_STREAM)
 		return -EISCONN;
-	return vmm_socket_send(process, file, buf, len, (int)args[3]);
+	return socket_transfer(process, file, args[1], len, (int)args[3], true);
 }
 
 SYSCALL(recvfrom)
@@ -297,10 +331,7 @@ SYSCALL(recvfrom)
 	if (args[3] & ~(uint64_t)MSG_FLAGS_ALLOWED)
 		return -EOPNOTSUPP;
 	uint64_t len = args[2] > 0x7ffff000 ? 0x7ffff000 : args[2];
-	void *buf = guest_pointer(process, args[1], len);
-	if (!buf)
-		return -EFAULT;
-	int64_t n = vmm_socket_receive(process, file, buf, len, (int)args[3]);
+	int64_t n = socket_transfer(process, file, args[1], len, (int)args[3], false);
 	if (n >= 0 && args[4] && args[5]) {
 		uint32_t address_len = 0; /* a stream socket reports no source address */
 		if (guest_copy_out(process, args[5], &address_len, sizeof address_len) < 0)
@@ -333,15 +364,14 @@ static int64_t message_io(struct vmm_process *process, const uint64_t *args, boo
 						message.msg_iovlen * sizeof *iov) < 0)
 		return -EFAULT;
 	for (size_t i = 0; i < message.msg_iovlen; i++)
-		if (!guest_pointer(process, (uint64_t)(uintptr_t)iov[i].iov_base, iov[i].iov_len))
+		if (guest_check(process, (uint64_t)(uintptr_t)iov[i].iov_base, iov[i].iov_len) < 0)
 			return -EFAULT;
 	int64_t done = 0;
 	for (size_t i = 0; i < message.msg_iovlen; i++) {
 		if (iov[i].iov_len == 0)
 			continue;
-		void *buf = guest_pointer(process, (uint64_t)(uintptr_t)iov[i].iov_base, iov[i].iov_len);
-		int64_t n = sending ? vmm_socket_send(process, file, buf, iov[i].iov_len, (int)args[2])
-				    : vmm_socket_receive(process, file, buf, iov[i].iov_len, (int)args[2]);
+		int64_t n = socket_transfer(process, file, (uint64_t)(uintptr_t)iov[i].iov_base, iov[i].iov_len,
+					    (int)args[2], sending);
 		if (n < 0)
 			return done ? done : n;
 		done += n;
@@ -427,7 +457,7 @@ SYSCALL(setsockopt)
 		return error;
 	if ((int32_t)args[4] < 0)
 		return -EINVAL;
-	return guest_pointer(process, args[3], (uint32_t)args[4]) ? 0 : -EFAULT;
+	return guest_check(process, args[3], (uint32_t)args[4]);
 }
 
 SYSCALL(getsockname)

@@ -176,13 +176,6 @@ int guest_check(struct vmm_process *process, uint64_t addr, uint64_t len)
 	return 0;
 }
 
-void *guest_pointer(struct vmm_process *process, uint64_t addr, uint64_t len)
-{
-	if (guest_check(process, addr, len) < 0)
-		return NULL;
-	return vmm_mem_direct(&process->vm, addr, len);
-}
-
 int guest_copy_in(struct vmm_process *process, void *dst, uint64_t addr, size_t len)
 {
 	if (guest_check(process, addr, len) < 0)
@@ -250,6 +243,78 @@ int guest_buffer_put(struct vmm_process *process, struct guest_buffer *buffer, s
 	}
 	memset(buffer, 0, sizeof *buffer);
 	return rc;
+}
+
+/* The largest piece a bounce buffer carries at once. */
+#define GUEST_IO_PIECE (1u << 20)
+
+int64_t guest_io(struct vmm_process *process, const struct guest_io *io, uint64_t addr, uint64_t len)
+{
+	if (guest_check(process, addr, len) < 0)
+		return -EFAULT;
+	uint64_t done = 0;
+	do {
+		uint64_t piece = len - done;
+		if (piece > GUEST_IO_PIECE && !vmm_mem_direct(&process->vm, addr + done, piece))
+			piece = GUEST_IO_PIECE;
+		struct guest_buffer buffer;
+		int rc = guest_buffer_get(process, addr + done, (size_t)piece, !io->to_guest, &buffer);
+		if (rc < 0)
+			return done ? (int64_t)done : rc;
+		int64_t n = io->move(process, io->context, buffer.data, (size_t)piece, done);
+		if (n > (int64_t)piece)
+			n = (int64_t)piece;
+		if (guest_buffer_put(process, &buffer, io->to_guest && n > 0 ? (size_t)n : 0) < 0)
+			n = -EFAULT;
+		if (n < 0)
+			return done ? (int64_t)done : n;
+		done += (uint64_t)n;
+		if ((uint64_t)n < piece || !io->piecewise || process->exit_kind != VMM_EXIT_RUNNING)
+			break;
+	} while (done < len);
+	return (int64_t)done;
+}
+
+int guest_fill(struct vmm_process *process, uint64_t addr, int byte, uint64_t len)
+{
+	if (guest_check(process, addr, len) < 0)
+		return -EFAULT;
+	uint64_t done = 0;
+	while (done < len) {
+		uint64_t piece = len - done > GUEST_IO_PIECE ? GUEST_IO_PIECE : len - done;
+		struct guest_buffer buffer;
+		int rc = guest_buffer_get(process, addr + done, (size_t)piece, false, &buffer);
+		if (rc < 0)
+			return rc;
+		memset(buffer.data, byte, (size_t)piece);
+		if (guest_buffer_put(process, &buffer, (size_t)piece) < 0)
+			return -EFAULT;
+		done += piece;
+	}
+	return 0;
+}
+
+int guest_copy_within(struct vmm_process *process, uint64_t dst, uint64_t src, uint64_t len)
+{
+	uint8_t *to = vmm_mem_direct(&process->vm, dst, len), *from = vmm_mem_direct(&process->vm, src, len);
+	if (to && from) {
+		memmove(to, from, (size_t)len);
+		return 0;
+	}
+	uint64_t done = 0;
+	while (done < len) {
+		uint64_t piece = len - done > GUEST_IO_PIECE ? GUEST_IO_PIECE : len - done;
+		struct guest_buffer buffer;
+		int rc = guest_buffer_get(process, src + done, (size_t)piece, true, &buffer);
+		if (rc < 0)
+			return rc;
+		rc = vmm_mem_write(&process->vm, dst + done, buffer.data, (size_t)piece, false);
+		guest_buffer_put(process, &buffer, 0);
+		if (rc < 0)
+			return rc;
+		done += piece;
+	}
+	return 0;
 }
 
 int guest_string(struct vmm_process *process, uint64_t addr, char *out, size_t size)

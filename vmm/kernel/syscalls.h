@@ -21,9 +21,6 @@ typedef int64_t (*vmm_syscall_handler)(struct vmm_process *process, const uint64
 /* 0 if guest range [addr, addr+len) lies in program memory and in what
  * the guest has mapped, else -EFAULT. */
 int guest_check(struct vmm_process *process, uint64_t addr, uint64_t len);
-/* Host pointer for guest range [addr, addr+len) on platforms that map
- * guest memory into the VMM, else NULL (also for a bad range). */
-void *guest_pointer(struct vmm_process *process, uint64_t addr, uint64_t len);
 /* Copies between guest and host; 0 or -EFAULT. */
 int guest_copy_in(struct vmm_process *process, void *dst, uint64_t addr, size_t len);
 int guest_copy_out(struct vmm_process *process, uint64_t addr, const void *src, size_t len);
@@ -45,6 +42,30 @@ struct guest_buffer {
 int guest_buffer_get(struct vmm_process *process, uint64_t addr, size_t len, bool fill,
 		     struct guest_buffer *buffer);
 int guest_buffer_put(struct vmm_process *process, struct guest_buffer *buffer, size_t written);
+
+/* Bulk transfer between a checked guest range and a host operation, for
+ * file and socket I/O.  `move` is called with host memory for the next
+ * piece of the range (the whole range where the platform maps guest
+ * memory into the VMM, else pieces of a bounce buffer) and `done`, the
+ * bytes moved before it; it returns the bytes it moved or -errno.  With
+ * `to_guest` the piece is copied back to the guest after the call (reads),
+ * else filled from the guest before it (writes).  After a full piece the
+ * transfer goes on only if `piecewise`: false where a second call could
+ * block although the first one was satisfied (pipes, sockets, terminals).
+ * Returns the total moved, or -errno if nothing was (-EFAULT for a bad
+ * range).  The call is made once even for an empty range. */
+struct guest_io {
+	int64_t (*move)(struct vmm_process *process, void *context, void *buf, size_t len, uint64_t done);
+	void *context;
+	bool to_guest;
+	bool piecewise;
+};
+int64_t guest_io(struct vmm_process *process, const struct guest_io *io, uint64_t addr, uint64_t len);
+/* Sets guest range [addr, addr+len) to `byte`; 0 or -EFAULT. */
+int guest_fill(struct vmm_process *process, uint64_t addr, int byte, uint64_t len);
+/* Copies len bytes between two non-overlapping guest ranges (both checked
+ * by the caller); 0 or -errno. */
+int guest_copy_within(struct vmm_process *process, uint64_t dst, uint64_t src, uint64_t len);
 
 /* Copies a NUL-terminated guest string of at most size-1 bytes; 0, -EFAULT
  * or -ENAMETOOLONG. */
