@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# ember-suite: microvms
 # The functions suite (issue 4): bundles built into function snapshots with
 # ember-build-fn and invoked with ember-invoke, on real KVM microVMs.  It
 # covers
@@ -86,14 +87,9 @@ trap 'exit 130' INT TERM
 mkdir -p "$T/fn" "$T/log" "$T/out" "$T/bundles" "$T/src" "$T/outside"
 
 # ---- prerequisites ------------------------------------------------------------------
-if [[ ! -e /dev/kvm ]]; then
-	skip functions "no /dev/kvm on this machine: microVMs cannot run"
-	exit 0
-fi
-if [[ ! -r /dev/kvm || ! -w /dev/kvm ]]; then
-	skip functions "/dev/kvm is not readable and writable by $(id -un)"
-	exit 0
-fi
+# shellcheck source=../lib/platform.sh
+source "$REPO/tests/lib/platform.sh"
+platform_require functions "$BUILD/bin/ember-vmm" || exit 1
 if [[ ! -x $BUILD_FN || ! -x $INVOKE || ! -x $BUILD/bin/ember-vmm ]]; then
 	fail functions "not built: $BUILD_FN, $INVOKE or $BUILD/bin/ember-vmm missing (run make)"
 	exit 1

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# ember-suite: microvms
 # The snapshot suite (issue 3): real KVM microVMs paused, snapshotted and
 # restored with ember-vmm and ember-ctl.  It covers
 #   - a counting guest (tests/guest/counter.c) that continues from its count
@@ -76,14 +77,9 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ---- prerequisites -----------------------------------------------------------------
-if [[ ! -e /dev/kvm ]]; then
-	skip snapshot "no /dev/kvm on this machine: microVMs cannot run"
-	exit 0
-fi
-if [[ ! -r /dev/kvm || ! -w /dev/kvm ]]; then
-	skip snapshot "/dev/kvm is not readable and writable by $(id -un)"
-	exit 0
-fi
+# shellcheck source=../lib/platform.sh
+source "$REPO/tests/lib/platform.sh"
+platform_require snapshot "$VMM" || exit 1
 if [[ ! -x $VMM || ! -x $CTL ]]; then
 	fail snapshot "not built: $VMM or $CTL missing (run make)"
 	exit 1

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# ember-suite: microvms
 # The ember-snapshot suite: pack, unpack and verify of real snapshots, and
 # refusal of every kind of bad input.  Makes real snapshots with ember-vmm
 # (busybox `sh` blocked reading stdin, in a 128 MiB and a 16 GiB guest),
@@ -38,6 +39,8 @@ CTL=$BUILD/bin/ember-ctl
 ROOT=${EMBER_ROOTFS:-$REPO/build/rootfs}/base
 
 failures=0
+# shellcheck source=../lib/platform.sh
+source "$REPO/tests/lib/platform.sh"
 pass() { echo "PASS $1"; }
 fail() {
 	echo "FAIL $1: $2"
@@ -154,8 +157,8 @@ frame() { lz4 -z -q -c; } # the lz4 command: a frame with a content checksum
 
 # ---- a real snapshot, and the round trip ----------------------------------
 snap=$T/snap
-if [[ ! -e /dev/kvm ]]; then
-	skip snapshot "no /dev/kvm on this machine: no real snapshot can be made"
+if ! platform_require snapshot "$VMM"; then
+	failures=$((failures + 1))
 	have_snapshot=
 elif [[ ! -x $VMM || ! -x $CTL || ! -d $ROOT ]]; then
 	fail snapshot "ember-vmm, ember-ctl or $ROOT is not built (make; make rootfs)"
