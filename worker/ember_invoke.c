@@ -15,6 +15,7 @@
  * time from event in to result out is reported on stderr. */
 #include <errno.h>
 #include <fcntl.h>
+#include <dirent.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <poll.h>
@@ -133,8 +134,56 @@ static void on_protocol_error(void *ctx, const char *message)
 		fprintf(stderr, "ember-invoke: runtime API: %s\n", message);
 }
 
+/* True if /proc/PID/maps maps the file `memory`. */
+static bool maps_file(pid_t pid, const char *memory)
+{
+	char path[64], line[PATH_MAX + 128];
+	snprintf(path, sizeof path, "/proc/%d/maps", (int)pid);
+	FILE *maps = fopen(path, "re");
+	bool found = false;
+	while (maps && !found && fgets(line, sizeof line, maps)) {
+		line[strcspn(line, "\n")] = '\0';
+		size_t length = strlen(line), name_length = strlen(memory);
+		found = length > name_length && line[length - name_length - 1] == ' ' &&
+			strcmp(line + length - name_length, memory) == 0;
+	}
+	if (maps)
+		fclose(maps);
+	return found;
+}
+
+/* The process whose address space holds the guest's memory: the VMM
+ * itself on KVM, the stub process it spawned on the systrap platform.
+ * Returns vmm when no child of it maps the file. */
+static pid_t guest_memory_process(pid_t vmm, const char *memory)
+{
+	if (maps_file(vmm, memory))
+		return vmm;
+	char path[64];
+	snprintf(path, sizeof path, "/proc/%d/task", (int)vmm);
+	DIR *tasks = opendir(path);
+	pid_t found = vmm;
+	for (struct dirent *task; tasks && found == vmm && (task = readdir(tasks));) {
+		if (task->d_name[0] == '.')
+			continue;
+		char children_path[PATH_MAX];
+		snprintf(children_path, sizeof children_path, "/proc/%d/task/%s/children", (int)vmm,
+			 task->d_name);
+		FILE *children = fopen(children_path, "re");
+		int child;
+		while (children && found == vmm && fscanf(children, "%d", &child) == 1)
+			if (maps_file(child, memory))
+				found = child;
+		if (children)
+			fclose(children);
+	}
+	if (tasks)
+		closedir(tasks);
+	return found;
+}
+
 /* After a successful invocation, records which snapshot pages the guest
- * used — read (present in the VMM's mapping of snapshot/memory, still the
+ * used — read (present in the guest's mapping of snapshot/memory, still the
  * file's page) or wrote (present and anonymous: a copy-on-write break) —
  * in DIR/hot-pages, once, so later warm restores can prepare exactly those
  * (ember-vmm restore --hot-pages).  The recording invocation must not have
@@ -147,6 +196,7 @@ static void record_hot_pages(const char *dir, const char *snapshot, pid_t pid)
 	if (access(path, F_OK) == 0 || !realpath(snapshot, real))
 		return;
 	snprintf(memory, sizeof memory, "%s/memory", real);
+	pid = guest_memory_process(pid, memory);
 	char maps_path[64], pagemap_path[64];
 	snprintf(maps_path, sizeof maps_path, "/proc/%d/maps", (int)pid);
 	snprintf(pagemap_path, sizeof pagemap_path, "/proc/%d/pagemap", (int)pid);

@@ -40,3 +40,16 @@ platform_require() {
 platforms_available() {
 	"$1" platforms 2>/dev/null | awk '$2 == "available" { print $1 }'
 }
+
+# guest_memory_pid VMM_PID: the process whose address space holds the
+# guest's memory — the VMM itself on KVM, the stub process it spawned on
+# systrap (its only child).
+guest_memory_pid() {
+	local child
+	if [[ ${PLATFORM:-} == systrap ]]; then
+		child=$(cat /proc/"$1"/task/*/children 2>/dev/null | awk '{ print $1; exit }')
+		echo "${child:-$1}"
+	else
+		echo "$1"
+	fi
+}
